@@ -1,0 +1,376 @@
+"""The hot-path envelope validator: the envelope schema, written out by hand.
+
+``schemas/envelope.schema.json`` is normative. This module must accept exactly what the schema
+(with the ``date-time`` format asserted) accepts; ``tests/test_fast_path_oracle.py`` judges every
+vector and thousands of generated envelopes with both. The patterns and the per-kind presence
+rules are read from the schema files at import, so only the control flow is hand-written.
+
+Checks run in a fixed order so that one problem always yields the same report: ``llmp`` first
+(a different major version may have different members), then unknown members, required members,
+each member's value in schema order, the per-kind rules, and the cross-member rules last.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Callable
+from typing import Any
+
+from llmproto_ref._errors import EnvelopeError
+from llmproto_ref._registry import ErrorCode
+from llmproto_ref._resources import load_schema
+from llmproto_ref._strictjson import escape_pointer
+
+__all__ = ("KIND_RULES", "MEMBERS", "validate_members")
+
+_INVALID = ErrorCode.INVALID_ENVELOPE
+_UINT53_MAX = 9_007_199_254_740_991
+LLMP_MAJOR_1_0 = "1.0"
+_ANY_VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}$(?!\n)")
+
+_COMMON: dict[str, Any] = load_schema("common.schema.json")["$defs"]
+_ENVELOPE: dict[str, Any] = load_schema("envelope.schema.json")
+_PROPS: dict[str, Any] = _ENVELOPE["properties"]
+
+
+def _pattern(schema: dict[str, Any]) -> re.Pattern[str]:
+    return re.compile(schema["pattern"])
+
+
+def _fail(pointer: str, message: str, requirement: str) -> EnvelopeError:
+    return EnvelopeError(_INVALID, message, pointer=pointer, requirement=requirement)
+
+
+Check = Callable[[Any, str], None]
+
+
+def _string(pattern: re.Pattern[str], requirement: str, what: str, max_length: int = 0) -> Check:
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is not str:
+            raise _fail(pointer, f"{what} must be a string", requirement)
+        if max_length and len(value) > max_length:
+            raise _fail(pointer, f"{what} is longer than {max_length} characters", requirement)
+        if pattern.search(value) is None:
+            raise _fail(pointer, f"{what} {_show(value)} is malformed", requirement)
+
+    return check
+
+
+def _show(value: str) -> str:
+    return repr(value if len(value) <= 40 else value[:37] + "...")
+
+
+def _uint53(requirement: str, what: str) -> Check:
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is int:
+            ok = 0 <= value <= _UINT53_MAX
+        elif type(value) is float and value.is_integer():
+            ok = 0 <= value <= _UINT53_MAX
+        else:
+            raise _fail(pointer, f"{what} must be an integer", requirement)
+        if not ok:
+            raise _fail(pointer, f"{what} must lie in 0..2^53-1 (I-JSON)", "ENV-033")
+
+    return check
+
+
+def _boolean(requirement: str, what: str) -> Check:
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is not bool:
+            raise _fail(pointer, f"{what} must be true or false", requirement)
+
+    return check
+
+
+_TIMESTAMP = _pattern(_COMMON["timestamp"])
+_CALENDAR_DATES: set[str] = set()  # "YYYY-MM-DD" prefixes already shown to be real dates
+
+
+def _timestamp(requirement: str, what: str) -> Check:
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is not str or _TIMESTAMP.search(value) is None:
+            raise _fail(
+                pointer, f"{what} must be an RFC 3339 UTC time like 2026-01-31T23:59:59.000Z",
+                requirement,
+            )
+        date = value[:10]
+        if date in _CALENDAR_DATES:
+            return
+        year, month, day = int(value[0:4]), int(value[5:7]), int(value[8:10])
+        if year == 0 or day > calendar.monthrange(year, month)[1]:
+            raise _fail(pointer, f"{what} {value!r} is not a calendar date", requirement)
+        if len(_CALENDAR_DATES) >= 4096:
+            _CALENDAR_DATES.clear()
+        _CALENDAR_DATES.add(date)
+
+    return check
+
+
+def _object(
+    members: dict[str, Check], requirement: str, what: str, required: tuple[str, ...] = ()
+) -> Check:
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is not dict:
+            raise _fail(pointer, f"{what} must be an object", requirement)
+        for name in value:
+            if name not in members:
+                raise _fail(f"{pointer}/{escape_pointer(name)}", f"{what} has no member {name!r}",
+                            requirement)
+        for name in required:
+            if name not in value:
+                raise _fail(f"{pointer}/{name}", f"{what} lacks required member {name!r}",
+                            requirement)
+        for name, member in value.items():
+            members[name](member, f"{pointer}/{name}")
+
+    return check
+
+
+def _block(schema_name: str, requirement: str, what: str) -> Check:
+    """A closed object whose members are all patterned strings, timestamps or enums."""
+    schema: dict[str, Any] = load_schema(schema_name)
+    members: dict[str, Check] = {}
+    for name, sub in schema["properties"].items():
+        if sub.get("$ref", "").endswith("/timestamp"):
+            members[name] = _timestamp(requirement, f"{what}.{name}")
+        elif "enum" in sub:
+            members[name] = _enum(tuple(sub["enum"]), requirement, f"{what}.{name}")
+        elif "pattern" in sub:
+            members[name] = _string(_pattern(sub), requirement, f"{what}.{name}")
+        elif sub.get("type") == "boolean":
+            members[name] = _boolean(requirement, f"{what}.{name}")
+        else:  # pragma: no cover - a schema change this reader does not know
+            raise RuntimeError(f"{schema_name}: cannot derive a check for {name}")
+    return _object(members, requirement, what, tuple(schema["required"]))
+
+
+def _enum(options: frozenset[str] | tuple[str, ...], requirement: str, what: str) -> Check:
+    ordered = ", ".join(sorted(options))
+
+    def check(value: Any, pointer: str) -> None:
+        if type(value) is not str or value not in options:
+            raise _fail(pointer, f"{what} must be one of {ordered}", requirement)
+
+    return check
+
+
+_IDENTIFIER = _pattern(_COMMON["identifier"])
+_VISIBLE = _pattern(_COMMON["visible_ascii"])
+_TOKEN = _pattern(_COMMON["token"])
+_TYPE_NAME = _pattern(_COMMON["type_name"])
+_TYPE_MAX = int(_COMMON["type_name"]["maxLength"])
+_EXT_NAME = _pattern(_COMMON["extension_name"])
+_EXT_MAX = int(_COMMON["extension_name"]["maxLength"])
+
+
+def _check_version(value: Any, pointer: str) -> None:
+    if type(value) is not str:
+        raise _fail(pointer, "llmp must be a version string like \"1.0\"", "ENV-010")
+    if _VERSION.search(value) is None:
+        if _ANY_VERSION.search(value) is not None:
+            raise EnvelopeError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {value} is not supported; this receiver implements 1.x",
+                pointer=pointer,
+                requirement="ENV-010",
+            )
+        raise _fail(pointer, f"llmp {_show(value)} is not a major.minor version", "ENV-010")
+
+
+_VERSION = _pattern(_COMMON["version"])
+
+
+def _check_usage(value: Any, pointer: str) -> None:
+    if type(value) is not dict:
+        raise _fail(pointer, "usage must be an object", "ENV-023")
+    if len(value) > _PROPS["usage"]["maxProperties"]:
+        raise _fail(pointer, "usage has more than 32 members", "ENV-023")
+    count = _uint53("ENV-023", "usage count")
+    for name, member in value.items():
+        where = f"{pointer}/{escape_pointer(name)}"
+        if _TOKEN.search(name) is None:
+            raise _fail(where, f"usage member name {_show(name)} is malformed", "ENV-023")
+        count(member, where)
+
+
+def _check_critical(value: Any, pointer: str) -> None:
+    spec = _PROPS["critical"]
+    if type(value) is not list:
+        raise _fail(pointer, "critical must be an array", "ENV-031")
+    if not spec["minItems"] <= len(value) <= spec["maxItems"]:
+        raise _fail(pointer, "critical must list 1 to 16 names", "ENV-031")
+    item = _string(_pattern(spec["items"]), "ENV-031", "critical name", spec["items"]["maxLength"])
+    seen: set[str] = set()
+    for index, name in enumerate(value):
+        item(name, f"{pointer}/{index}")
+        if name in seen:
+            raise _fail(f"{pointer}/{index}", f"critical lists {name!r} twice", "ENV-031")
+        seen.add(name)
+
+
+def _check_ext(value: Any, pointer: str) -> None:
+    if type(value) is not dict:
+        raise _fail(pointer, "ext must be an object", "ENV-032")
+    if len(value) > _PROPS["ext"]["maxProperties"]:
+        raise _fail(pointer, "ext has more than 32 members", "ENV-032")
+    for name in value:
+        if len(name) > _EXT_MAX or _EXT_NAME.search(name) is None:
+            raise _fail(
+                f"{pointer}/{escape_pointer(name)}",
+                f"extension name {_show(name)} is not namespaced like 'acme.priority'",
+                "ENV-032",
+            )
+
+
+def _check_details(value: Any, pointer: str) -> None:
+    if type(value) is not list:
+        raise _fail(pointer, "error.details must be an array", "ERR-005")
+    if len(value) > 32:
+        raise _fail(pointer, "error.details holds more than 32 objects", "ERR-005")
+    for index, detail in enumerate(value):
+        where = f"{pointer}/{index}"
+        if type(detail) is not dict:
+            raise _fail(where, "each error detail must be an object", "ERR-005")
+        if "type" not in detail:
+            raise _fail(f"{where}/type", "error detail lacks its 'type'", "ERR-005")
+        _string(_TYPE_NAME, "ERR-005", "error detail type", _TYPE_MAX)(detail["type"],
+                                                                       f"{where}/type")
+
+
+def _check_message(value: Any, pointer: str) -> None:
+    if type(value) is not str:
+        raise _fail(pointer, "error.message must be a string", "ERR-001")
+    if len(value) > 4096:
+        raise _fail(pointer, "error.message is longer than 4096 characters", "ERR-001")
+
+
+_ERROR_SCHEMA: dict[str, Any] = load_schema("error.schema.json")
+_check_error = _object(
+    {
+        "code": _string(_pattern(_ERROR_SCHEMA["properties"]["code"]), "ERR-001", "error.code"),
+        "message": _check_message,
+        "retryable": _boolean("ERR-001", "error.retryable"),
+        "retry_after_ms": _uint53("ERR-004", "error.retry_after_ms"),
+        "details": _check_details,
+        "origin": _string(_VISIBLE, "ERR-001", "error.origin"),
+    },
+    "ERR-001",
+    "error",
+    tuple(_ERROR_SCHEMA["required"]),
+)
+
+_TRACE = _PROPS["trace"]["properties"]
+_TIMING = _PROPS["timing"]["properties"]
+
+#: Member name -> value check, in schema order.
+MEMBERS: dict[str, Check] = {
+    "llmp": _check_version,
+    "id": _string(_IDENTIFIER, "ENV-011", "id"),
+    "kind": _enum(frozenset(_PROPS["kind"]["enum"]), "ENV-013", "kind"),
+    "type": _string(_TYPE_NAME, "ENV-014", "type", _TYPE_MAX),
+    "source": _string(_VISIBLE, "ENV-015", "source"),
+    "time": _timestamp("ENV-016", "time"),
+    "correlation_id": _string(_IDENTIFIER, "ENV-017", "correlation_id"),
+    "causation_id": _string(_IDENTIFIER, "ENV-018", "causation_id"),
+    "reply_to": _string(_VISIBLE, "ENV-019", "reply_to"),
+    "deadline": _timestamp("ENV-020", "deadline"),
+    "idempotency_key": _string(_pattern(_PROPS["idempotency_key"]), "ENV-021", "idempotency_key"),
+    "seq": _uint53("ENV-022", "seq"),
+    "final": _boolean("ENV-022", "final"),
+    "finish_reason": _string(_TOKEN, "ENV-023", "finish_reason"),
+    "usage": _check_usage,
+    "content_type": _string(
+        _pattern(_PROPS["content_type"]), "ENV-024", "content_type",
+        _PROPS["content_type"]["maxLength"],
+    ),
+    "dataschema": _string(_pattern(_PROPS["dataschema"]), "ENV-025", "dataschema"),
+    "data": lambda value, pointer: None,
+    "data_base64": _string(_pattern(_PROPS["data_base64"]), "ENV-027", "data_base64"),
+    "error": _check_error,
+    "trace": _object(
+        {
+            "traceparent": _string(_pattern(_TRACE["traceparent"]), "ENV-029", "traceparent"),
+            "tracestate": _string(_pattern(_TRACE["tracestate"]), "ENV-029", "tracestate"),
+        },
+        "ENV-029",
+        "trace",
+        ("traceparent",),
+    ),
+    "timing": _object({name: _uint53("ENV-030", f"timing.{name}") for name in _TIMING},
+                      "ENV-030", "timing"),
+    "auth": _block("auth.schema.json", "SEC-001", "auth"),
+    "sig": _block("sig.schema.json", "SEC-002", "sig"),
+    "enc": _block("enc.schema.json", "SEC-003", "enc"),
+    "critical": _check_critical,
+    "ext": _check_ext,
+}
+
+if list(MEMBERS) != list(_PROPS):  # pragma: no cover - guarded by a test too
+    raise ImportError("envelope.schema.json members changed; update _validate.MEMBERS")
+
+_REQUIRED: tuple[str, ...] = tuple(_ENVELOPE["required"])
+_REQUIRED_BY_KIND_ID = {"correlation_id": "ENV-017", "seq": "ENV-022", "error": "ENV-028"}
+
+
+def _kind_rules() -> dict[str, tuple[tuple[str, ...], frozenset[str]]]:
+    rules: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
+    for branch in _ENVELOPE["allOf"]:
+        kind = branch["if"]["properties"]["kind"]["const"]
+        then = branch["then"]
+        forbidden = frozenset(n for n, s in then.get("properties", {}).items() if s is False)
+        rules[kind] = (tuple(then.get("required", ())), forbidden)
+    return rules
+
+
+#: kind -> (members it requires beyond the common ones, members it forbids); from the schema.
+KIND_RULES = _kind_rules()
+
+
+_KNOWN = frozenset(MEMBERS)
+_REQUIRED_SET = frozenset(_REQUIRED)
+_POINTERS = {name: f"/{name}" for name in MEMBERS}
+
+
+def validate_members(members: Any) -> None:
+    """Raise :class:`EnvelopeError` for the first way ``members`` breaks the envelope schema.
+
+    :param members: a parsed JSON value, normally the top-level object of a message.
+    """
+    if type(members) is not dict:
+        raise _fail("", "an envelope must be a JSON object", "ENV-001")
+    version = members.get("llmp")
+    if version != LLMP_MAJOR_1_0:
+        if "llmp" not in members:
+            raise _fail("/llmp", "envelope lacks required member 'llmp'", "ENV-009")
+        _check_version(version, "/llmp")
+    names = members.keys()
+    if not names <= _KNOWN:
+        unknown = next(n for n in members if n not in _KNOWN)
+        raise _fail(f"/{escape_pointer(unknown)}", f"unknown envelope member {_show(unknown)}",
+                    "ENV-008")
+    if not _REQUIRED_SET <= names:
+        missing = next(n for n in _REQUIRED if n not in members)
+        raise _fail(f"/{missing}", f"envelope lacks required member {missing!r}", "ENV-009")
+    pointers = _POINTERS
+    for name, value in members.items():
+        MEMBERS[name](value, pointers[name])
+    kind = members["kind"]
+    required, forbidden = KIND_RULES[kind]
+    for name in required:
+        if name not in members:
+            raise _fail(f"/{name}", f"a {kind} must carry {name!r}", _REQUIRED_BY_KIND_ID[name])
+    if not forbidden.isdisjoint(names):
+        extra = next(n for n in members if n in forbidden)
+        raise _fail(f"/{extra}", f"{extra!r} is not allowed on a {kind}", "ENV-034")
+    if kind == "chunk" and members.get("final") is not True:
+        for name in ("finish_reason", "usage"):
+            if name in members:
+                raise _fail(f"/{name}", f"{name!r} belongs on the final chunk only", "ENV-023")
+    if "data_base64" in members:
+        if "data" in members:
+            raise _fail("/data_base64", "data and data_base64 are mutually exclusive", "ENV-026")
+    elif "enc" in members:
+        raise _fail("/data_base64", "an encrypted envelope carries data_base64", "SEC-003")
+    if "enc" in members and "enc" not in members.get("critical", ()):
+        raise _fail("/critical", "an encrypted envelope lists 'enc' in critical", "SEC-003")
