@@ -81,13 +81,33 @@ class Envelope:
         ext: Mapping[str, Any] | None = None,
     ) -> None:
         given = {
-            "llmp": llmp, "id": id, "kind": str(kind), "type": type, "source": source,
-            "time": time, "correlation_id": correlation_id, "causation_id": causation_id,
-            "reply_to": reply_to, "deadline": deadline, "idempotency_key": idempotency_key,
-            "seq": seq, "final": final, "finish_reason": finish_reason, "usage": usage,
-            "content_type": content_type, "dataschema": dataschema, "data": data,
-            "data_base64": data_base64, "error": error, "trace": trace, "timing": timing,
-            "auth": auth, "sig": sig, "enc": enc, "critical": critical, "ext": ext,
+            "llmp": llmp,
+            "id": id,
+            "kind": str(kind),
+            "type": type,
+            "source": source,
+            "time": time,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "reply_to": reply_to,
+            "deadline": deadline,
+            "idempotency_key": idempotency_key,
+            "seq": seq,
+            "final": final,
+            "finish_reason": finish_reason,
+            "usage": usage,
+            "content_type": content_type,
+            "dataschema": dataschema,
+            "data": data,
+            "data_base64": data_base64,
+            "error": error,
+            "trace": trace,
+            "timing": timing,
+            "auth": auth,
+            "sig": sig,
+            "enc": enc,
+            "critical": critical,
+            "ext": ext,
         }
         members = {k: _plain(v) for k, v in given.items() if v is not None}
         validate_members(members)
@@ -96,8 +116,9 @@ class Envelope:
     @classmethod
     def new(cls, *, kind: Kind | str, type: str, source: str, **members: Any) -> Envelope:  # noqa: A002
         """An envelope with a fresh UUIDv7 ``id`` and the current ``time``."""
-        return cls(id=new_id(), time=now_timestamp(), kind=kind, type=type, source=source,
-                   **members)
+        return cls(
+            id=new_id(), time=now_timestamp(), kind=kind, type=type, source=source, **members
+        )
 
     @classmethod
     def from_members(cls, members: Mapping[str, Any]) -> Envelope:

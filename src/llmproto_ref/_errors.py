@@ -6,9 +6,13 @@ participant puts into the ``error`` reply it sends because of it::
     LlmpError                      base; ``code`` and ``message``
     ├── EnvelopeError              bytes or members that are not a valid envelope;
     │                              ``pointer`` (RFC 6901) and ``requirement`` (spec ID)
-    └── ProtocolError              an exchange went wrong
-        ├── LocalProtocolError     we were about to break the protocol
-        └── RemoteProtocolError    the peer broke it, or answered with an error reply
+    ├── ExchangeError              an exchange ended without success: an error reply, the
+    │                              deadline, a cancel, nobody serving the type; raise it in a
+    │                              handler to send that error reply
+    ├── TransportError             a binding operation failed (llmproto_ref._transport)
+    └── ProtocolError              an exchange broke the protocol
+        ├── LocalProtocolError     we were about to break it
+        └── RemoteProtocolError    the peer broke it (e.g. a stream with a gap)
 
 An unknown code received from a peer is kept as the raw string (see
 :func:`~llmproto_ref.ErrorCode.parse`), so a newer peer never crashes an older one.
@@ -22,6 +26,7 @@ from llmproto_ref._registry import ErrorCode
 
 __all__ = (
     "EnvelopeError",
+    "ExchangeError",
     "LlmpError",
     "LocalProtocolError",
     "ProtocolError",
@@ -85,11 +90,20 @@ class LocalProtocolError(ProtocolError):
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer broke the protocol or answered with an ``error`` reply.
+    """The peer broke the protocol, e.g. a chunk after the final one or a stream gap."""
 
-    :param retryable: the peer's ``retryable`` flag, or the registry default.
-    :param retry_after_ms: the peer's hint, if it sent one.
-    :param details: the peer's typed detail objects.
+
+class ExchangeError(LlmpError):
+    """An exchange ended without success, or a handler's way of saying so.
+
+    Raised by the client for an ``error`` reply, a passed deadline, a cancel or no responders;
+    raised by a handler, it becomes the ``error`` reply (spec/errors.md).
+
+    :param retryable: whether the same request may succeed later; the registry default if
+        ``None``.
+    :param retry_after_ms: the earliest useful retry, if known.
+    :param details: typed detail objects (each with a ``type``).
+    :param envelope: the received ``error`` reply, when there was one.
     """
 
     def __init__(
@@ -100,6 +114,7 @@ class RemoteProtocolError(ProtocolError):
         retryable: bool | None = None,
         retry_after_ms: int | None = None,
         details: tuple[dict[str, Any], ...] = (),
+        envelope: Any = None,
     ) -> None:
         super().__init__(code, message)
         code_ = self.code
@@ -110,3 +125,19 @@ class RemoteProtocolError(ProtocolError):
         )
         self.retry_after_ms = retry_after_ms
         self.details = details
+        self.envelope = envelope
+
+    def to_error_object(self, *, origin: str | None = None) -> dict[str, Any]:
+        """The ``error`` member of the reply this exception stands for."""
+        obj: dict[str, Any] = {
+            "code": str(self.code),
+            "message": self.message[:4096],
+            "retryable": self.retryable,
+        }
+        if self.retry_after_ms is not None:
+            obj["retry_after_ms"] = self.retry_after_ms
+        if self.details:
+            obj["details"] = [dict(d) for d in self.details[:32]]
+        if origin is not None:
+            obj["origin"] = origin
+        return obj

@@ -22,7 +22,7 @@ _second_cache: tuple[int, str] = (-1, "")
 
 
 def format_timestamp(ms: int) -> str:
-    """``ms`` since the Unix epoch as the envelope's RFC 3339 form, e.g. ``2026-01-31T23:59:59.000Z``."""
+    """``ms`` since the Unix epoch in the envelope's form, e.g. ``2026-01-31T23:59:59.000Z``."""
     global _second_cache
     second, milli = divmod(ms, 1000)
     cached_second, prefix = _second_cache

@@ -12,7 +12,7 @@ class Limits:
     """What a receiver accepts before it looks at members.
 
     :param max_envelope_bytes: largest encoded envelope, checked before parsing [ENV-006].
-    :param max_depth: deepest nesting of objects and arrays; the envelope itself is depth 1 [ENV-007].
+    :param max_depth: deepest nesting of objects and arrays; the envelope is depth 1 [ENV-007].
     """
 
     max_envelope_bytes: int = 1_048_576

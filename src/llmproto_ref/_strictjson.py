@@ -1,5 +1,7 @@
 """Strict JSON reading: the byte-level rules of spec/envelope.md [ENV-002..ENV-007].
 
+Order: size, strict parse, depth, repeated member names (spec/envelope.md, Decoding order).
+
 Theory of operation
 -------------------
 ``orjson`` already rejects what RFC 8259 and I-JSON forbid except one thing: duplicate member
@@ -49,12 +51,12 @@ def read_json(raw: bytes, limits: Limits) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _syntax_error(raw, str(exc)) from None
+    if raw.count(b"{") + raw.count(b"[") > limits.max_depth:
+        _check_depth(value, limits.max_depth)
     if raw.count(b":") != orjson.dumps(value).count(b":") or (
         b"\\" in raw and _ESCAPED_COLON_HINT in raw
     ):
         _find_duplicate(raw)
-    if raw.count(b"{") + raw.count(b"[") > limits.max_depth:
-        _check_depth(value, limits.max_depth)
     return value
 
 
@@ -63,7 +65,10 @@ def _syntax_error(raw: bytes, reason: str) -> EnvelopeError:
         return EnvelopeError(
             ErrorCode.INVALID_ENVELOPE, f"nesting too deep: {reason}", requirement="ENV-007"
         )
-    if "infinity" in reason.lower() or b"NaN" in raw or b"Infinity" in raw:
+    at = _error_offset(reason)
+    if "infinity" in reason.lower() or (
+        at is not None and raw[at:].startswith((b"NaN", b"Infinity", b"-Infinity"))
+    ):
         requirement = "ENV-004"
     elif "surrogate" in reason or "UTF-8" in reason or "BOM" in reason:
         requirement = "ENV-005"
@@ -74,9 +79,12 @@ def _syntax_error(raw: bytes, reason: str) -> EnvelopeError:
     )
 
 
-class _Duplicate(Exception):
-    def __init__(self, name: str) -> None:
-        self.name = name
+def _error_offset(reason: str) -> int | None:
+    """The byte offset orjson names in its message ``... (char N)``, if it names one."""
+    _, sep, tail = reason.rpartition("(char ")
+    if not sep or not tail.endswith(")") or not tail[:-1].isdigit():
+        return None
+    return int(tail[:-1])
 
 
 class _Marked(dict[str, Any]):

@@ -63,9 +63,7 @@ def _show(value: str) -> str:
 
 def _uint53(requirement: str, what: str) -> Check:
     def check(value: Any, pointer: str) -> None:
-        if type(value) is int:
-            ok = 0 <= value <= _UINT53_MAX
-        elif type(value) is float and value.is_integer():
+        if type(value) is int or (type(value) is float and value.is_integer()):
             ok = 0 <= value <= _UINT53_MAX
         else:
             raise _fail(pointer, f"{what} must be an integer", requirement)
@@ -91,7 +89,8 @@ def _timestamp(requirement: str, what: str) -> Check:
     def check(value: Any, pointer: str) -> None:
         if type(value) is not str or _TIMESTAMP.search(value) is None:
             raise _fail(
-                pointer, f"{what} must be an RFC 3339 UTC time like 2026-01-31T23:59:59.000Z",
+                pointer,
+                f"{what} must be an RFC 3339 UTC time like 2026-01-31T23:59:59.000Z",
                 requirement,
             )
         date = value[:10]
@@ -115,12 +114,16 @@ def _object(
             raise _fail(pointer, f"{what} must be an object", requirement)
         for name in value:
             if name not in members:
-                raise _fail(f"{pointer}/{escape_pointer(name)}", f"{what} has no member {name!r}",
-                            requirement)
+                raise _fail(
+                    f"{pointer}/{escape_pointer(name)}",
+                    f"{what} has no member {name!r}",
+                    requirement,
+                )
         for name in required:
             if name not in value:
-                raise _fail(f"{pointer}/{name}", f"{what} lacks required member {name!r}",
-                            requirement)
+                raise _fail(
+                    f"{pointer}/{name}", f"{what} lacks required member {name!r}", requirement
+                )
         for name, member in value.items():
             members[name](member, f"{pointer}/{name}")
 
@@ -166,9 +169,9 @@ _EXT_MAX = int(_COMMON["extension_name"]["maxLength"])
 
 def _check_version(value: Any, pointer: str) -> None:
     if type(value) is not str:
-        raise _fail(pointer, "llmp must be a version string like \"1.0\"", "ENV-010")
+        raise _fail(pointer, 'llmp must be a version string like "1.0"', "ENV-010")
     if _VERSION.search(value) is None:
-        if _ANY_VERSION.search(value) is not None:
+        if _ANY_VERSION.search(value) is not None and value.split(".")[0] != "1":
             raise EnvelopeError(
                 ErrorCode.UNSUPPORTED_VERSION,
                 f"protocol version {value} is not supported; this receiver implements 1.x",
@@ -234,8 +237,9 @@ def _check_details(value: Any, pointer: str) -> None:
             raise _fail(where, "each error detail must be an object", "ERR-005")
         if "type" not in detail:
             raise _fail(f"{where}/type", "error detail lacks its 'type'", "ERR-005")
-        _string(_TYPE_NAME, "ERR-005", "error detail type", _TYPE_MAX)(detail["type"],
-                                                                       f"{where}/type")
+        _string(_TYPE_NAME, "ERR-005", "error detail type", _TYPE_MAX)(
+            detail["type"], f"{where}/type"
+        )
 
 
 def _check_message(value: Any, pointer: str) -> None:
@@ -281,7 +285,9 @@ MEMBERS: dict[str, Check] = {
     "finish_reason": _string(_TOKEN, "ENV-023", "finish_reason"),
     "usage": _check_usage,
     "content_type": _string(
-        _pattern(_PROPS["content_type"]), "ENV-024", "content_type",
+        _pattern(_PROPS["content_type"]),
+        "ENV-024",
+        "content_type",
         _PROPS["content_type"]["maxLength"],
     ),
     "dataschema": _string(_pattern(_PROPS["dataschema"]), "ENV-025", "dataschema"),
@@ -297,8 +303,9 @@ MEMBERS: dict[str, Check] = {
         "trace",
         ("traceparent",),
     ),
-    "timing": _object({name: _uint53("ENV-030", f"timing.{name}") for name in _TIMING},
-                      "ENV-030", "timing"),
+    "timing": _object(
+        {name: _uint53("ENV-030", f"timing.{name}") for name in _TIMING}, "ENV-030", "timing"
+    ),
     "auth": _block("auth.schema.json", "SEC-001", "auth"),
     "sig": _block("sig.schema.json", "SEC-002", "sig"),
     "enc": _block("enc.schema.json", "SEC-003", "enc"),
@@ -347,8 +354,9 @@ def validate_members(members: Any) -> None:
     names = members.keys()
     if not names <= _KNOWN:
         unknown = next(n for n in members if n not in _KNOWN)
-        raise _fail(f"/{escape_pointer(unknown)}", f"unknown envelope member {_show(unknown)}",
-                    "ENV-008")
+        raise _fail(
+            f"/{escape_pointer(unknown)}", f"unknown envelope member {_show(unknown)}", "ENV-008"
+        )
     if not _REQUIRED_SET <= names:
         missing = next(n for n in _REQUIRED if n not in members)
         raise _fail(f"/{missing}", f"envelope lacks required member {missing!r}", "ENV-009")

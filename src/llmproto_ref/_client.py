@@ -1,0 +1,569 @@
+"""The asynchronous client: request, stream, publish, submit, cancel (spec/patterns.md).
+
+Theory of operation
+-------------------
+A client opens one inbox and multiplexes every reply over it by ``correlation_id``; a single
+reader task decodes what arrives and feeds it to the sans-IO :class:`Correlator`, which owns
+the exchange state machines. Each waiting call holds a small slot: an event plus the outcome
+for a call, a memory stream for a stream. A call waits until its deadline at most; when the
+deadline passes, or the calling task is cancelled, the exchange ends locally (``EXPIRED`` or
+``CANCELLED``) and whatever arrives later is dropped and counted [TERM-002]. There is no
+lock on the request path: slots are keyed by request id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from llmproto_ref._clock import now_ms, now_us
+from llmproto_ref._codec import decode, encode
+from llmproto_ref._correlation import Correlator, Pending
+from llmproto_ref._deadline import Deadline
+from llmproto_ref._envelope import Envelope, Kind
+from llmproto_ref._errors import EnvelopeError, ExchangeError, LlmpError, RemoteProtocolError
+from llmproto_ref._exchange import Action, ExchangeKind, Input
+from llmproto_ref._handling import current_request
+from llmproto_ref._limits import DEFAULT_LIMITS, Limits
+from llmproto_ref._metrics import Metrics, Pattern
+from llmproto_ref._registry import ErrorCode
+from llmproto_ref._transport import Inbox, Notice, Transport, TransportError
+
+__all__ = ("Client", "JobHandle", "Stream")
+
+
+@dataclass(slots=True)
+class _CallSlot:
+    done: anyio.Event = field(default_factory=anyio.Event)
+    reply: Envelope | None = None
+    error: LlmpError | None = None
+
+
+@dataclass(slots=True)
+class _StreamSlot:
+    send: MemoryObjectSendStream[Envelope | LlmpError]
+    receive: MemoryObjectReceiveStream[Envelope | LlmpError]
+
+
+def _error_from_reply(reply: Envelope) -> ExchangeError:
+    err = reply.error or {}
+    return ExchangeError(
+        ErrorCode.parse(str(err.get("code", "INTERNAL"))),
+        str(err.get("message", "")),
+        retryable=bool(err.get("retryable", False)),
+        retry_after_ms=err.get("retry_after_ms"),
+        details=tuple(err.get("details", ())),
+        envelope=reply,
+    )
+
+
+class Client:
+    """Talks to services over a transport.
+
+    :param transport: an entered :class:`~llmproto_ref.Transport` (the client does not own it).
+    :param source: this client's identity, the ``source`` of what it sends.
+    :param timeout: default seconds a request may take when no deadline is given.
+    :param limits: size and depth limits for replies.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        source: str,
+        timeout: float = 30.0,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.transport = transport
+        self.source = source
+        self.timeout = timeout
+        self.limits = limits
+        self.metrics = Metrics()
+        self.correlator = Correlator()
+        self.malformed_replies = 0  #: replies that failed to decode (dropped, counted)
+        self._slots: dict[str, _CallSlot | _StreamSlot] = {}
+        self._inbox: Inbox | None = None
+        self._tg: TaskGroup | None = None
+
+    async def __aenter__(self) -> Client:
+        self._inbox = await self.transport.open_inbox()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._read_replies, self._inbox)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tg is None or self._inbox is None:
+            return
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        with anyio.CancelScope(shield=True):
+            await self._inbox.subscription.aclose()
+        for request_id in list(self._slots):
+            self._finish(request_id, ExchangeError(ErrorCode.UNAVAILABLE, "client closed"))
+        self._tg = None
+
+    @property
+    def pending(self) -> int:
+        """Exchanges still open (a test of "no leak after timeout" reads this)."""
+        return len(self.correlator)
+
+    # -- building requests -------------------------------------------------------------
+
+    def _request_envelope(
+        self,
+        type_: str,
+        data: Any,
+        *,
+        deadline: Deadline,
+        reply_to: str | None,
+        call_us: int,
+        members: Mapping[str, Any],
+    ) -> Envelope:
+        parent = current_request()
+        extra = dict(members)
+        if parent is not None and "causation_id" not in extra:
+            extra["causation_id"] = parent.envelope.id
+        return Envelope.new(
+            kind=Kind.REQUEST,
+            type=type_,
+            source=self.source,
+            reply_to=reply_to,
+            deadline=deadline.to_timestamp(),
+            data=data,
+            timing={"call": call_us, "sent": now_us()},
+            **extra,
+        )
+
+    def _deadline(self, timeout: float | None, deadline: Deadline | None) -> Deadline:
+        """The explicit deadline, else now + timeout, never later than the current handler's."""
+        own = deadline or Deadline.after(now_ms(), self.timeout if timeout is None else timeout)
+        parent = current_request()
+        return own.earliest(parent.deadline if parent is not None else None)
+
+    # -- request-response ----------------------------------------------------------------
+
+    async def request(
+        self,
+        type: str,  # noqa: A002 - the protocol's own word
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        _pattern: Pattern = Pattern.REQUEST,
+        **members: Any,
+    ) -> Envelope:
+        """Send a request and wait for its one terminal reply.
+
+        :param members: further envelope members, e.g. ``idempotency_key`` or ``ext``.
+        :returns: the ``response`` envelope.
+        :raises ExchangeError: for an error reply, ``DEADLINE_EXCEEDED``, ``NO_RESPONDERS``,
+            ``CANCELLED`` (this task was cancelled) or ``UNAVAILABLE``.
+        """
+        call_us = now_us()
+        inbox = self._require_inbox()
+        due = self._deadline(timeout, deadline)
+        envelope = self._request_envelope(
+            type, data, deadline=due, reply_to=inbox.address, call_us=call_us, members=members
+        )
+        return await self._call(envelope, due, _pattern, call_us)
+
+    async def _call(
+        self, envelope: Envelope, due: Deadline, pattern: Pattern, call_us: int
+    ) -> Envelope:
+        slot = _CallSlot()
+        rid = envelope.id
+        self._slots[rid] = slot
+        self.correlator.open(envelope, ExchangeKind.CALL, due, now_ms())
+        self.metrics.sent(pattern, envelope.type)
+        try:
+            body = encode(envelope, limits=self.limits)
+            await self.transport.send_request(
+                envelope.type, body, reply_to=envelope.reply_to or "", message_id=rid
+            )
+        except (TransportError, EnvelopeError) as exc:
+            self._local(rid, Input.NO_RESPONDERS, exc)  # ends the exchange as failed
+            self.metrics.failed(pattern, envelope.type, str(exc.code))
+            raise ExchangeError(exc.code, exc.message) from exc
+        return await self._await_call(rid, slot, due, pattern, envelope.type, call_us=call_us)
+
+    async def _await_call(
+        self,
+        rid: str,
+        slot: _CallSlot,
+        due: Deadline,
+        pattern: Pattern,
+        type_: str,
+        *,
+        call_us: int,
+    ) -> Envelope:
+        try:
+            with anyio.move_on_after(due.remaining_ms(now_ms()) / 1000):
+                await slot.done.wait()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._cancel_exchange(rid, type_, "the calling task was cancelled")
+            raise
+        if not slot.done.is_set():
+            self._local(
+                rid,
+                Input.DEADLINE,
+                ExchangeError(
+                    ErrorCode.DEADLINE_EXCEEDED, f"no reply to {type_} before its deadline"
+                ),
+            )
+        if slot.error is not None:
+            self.metrics.failed(pattern, type_, str(slot.error.code))
+            raise slot.error
+        reply = slot.reply
+        if reply is None:  # pragma: no cover - done is only set with a reply or an error
+            raise ExchangeError(ErrorCode.INTERNAL, "a call finished without an outcome")
+        self.metrics.succeeded(
+            pattern, type_, latency_ms=(now_us() - call_us) / 1000, timing=reply.timing
+        )
+        return reply
+
+    # -- streams -------------------------------------------------------------------------
+
+    def stream(
+        self,
+        type: str,  # noqa: A002 - the protocol's own word
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        **members: Any,
+    ) -> Stream:
+        """Open a streamed request; use the result as ``async with`` and iterate it.
+
+        Leaving the ``async with`` block before the stream ended cancels it [CAN-001].
+        """
+        return Stream(self, type, data, timeout=timeout, deadline=deadline, members=members)
+
+    async def _open_stream(self, stream: Stream) -> None:
+        call_us = now_us()
+        inbox = self._require_inbox()
+        due = self._deadline(stream.timeout, stream.deadline_arg)
+        envelope = self._request_envelope(
+            stream.type,
+            stream.data,
+            deadline=due,
+            reply_to=inbox.address,
+            call_us=call_us,
+            members=stream.members,
+        )
+        send, receive = anyio.create_memory_object_stream[Envelope | LlmpError](math.inf)
+        self._slots[envelope.id] = _StreamSlot(send=send, receive=receive)
+        self.correlator.open(envelope, ExchangeKind.STREAM, due, now_ms())
+        self.metrics.sent(Pattern.STREAM, envelope.type)
+        stream.request, stream.due, stream.receive, stream.call_us = envelope, due, receive, call_us
+        try:
+            await self.transport.send_request(
+                envelope.type,
+                encode(envelope, limits=self.limits),
+                reply_to=inbox.address,
+                message_id=envelope.id,
+            )
+        except (TransportError, EnvelopeError) as exc:
+            self._local(envelope.id, Input.NO_RESPONDERS, exc)
+            self.metrics.failed(Pattern.STREAM, envelope.type, str(exc.code))
+            raise ExchangeError(exc.code, exc.message) from exc
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def cancel(self, request_id: str, *, reason: str = "cancelled by the requester") -> bool:
+        """Cancel an open exchange; ``False`` if it had already ended."""
+        pending = self.correlator.get(request_id)
+        if pending is None:
+            return False
+        await self._cancel_exchange(request_id, pending.type, reason)
+        return True
+
+    async def _cancel_exchange(self, rid: str, type_: str, reason: str) -> None:
+        step = self._local(rid, Input.CANCEL, ExchangeError(ErrorCode.CANCELLED, reason))
+        if step is None or step[1] is not Action.SEND_CANCEL:
+            return
+        cancel = Envelope.new(kind=Kind.CANCEL, type=type_, source=self.source, correlation_id=rid)
+        with contextlib.suppress(TransportError):  # best effort: the deadline still ends the work
+            await self.transport.publish_cancel(type_, encode(cancel, limits=self.limits))
+
+    # -- events --------------------------------------------------------------------------
+
+    async def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:  # noqa: A002
+        """Publish an event; returns the envelope sent."""
+        envelope = Envelope.new(
+            kind=Kind.EVENT, type=type, source=self.source, data=data, **members
+        )
+        await self.transport.publish_event(type, encode(envelope, limits=self.limits))
+        return envelope
+
+    # -- work queue ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        queue: str,
+        type: str,  # noqa: A002 - the protocol's own word
+        data: Any = None,
+        *,
+        timeout: float | None = None,
+        deadline: Deadline | None = None,
+        result: bool = True,
+        **members: Any,
+    ) -> JobHandle:
+        """Put a request on a durable work queue; returns once the broker confirmed it.
+
+        :param result: whether the worker should send the outcome back (``reply_to``).
+        :returns: a handle whose :meth:`JobHandle.result` awaits the outcome.
+        """
+        call_us = now_us()
+        inbox = self._require_inbox()
+        due = self._deadline(timeout, deadline)
+        envelope = self._request_envelope(
+            type,
+            data,
+            deadline=due,
+            reply_to=inbox.address if result else None,
+            call_us=call_us,
+            members=members,
+        )
+        self.metrics.sent(Pattern.QUEUE, type)
+        rid = envelope.id
+        slot = _CallSlot()
+        if result:
+            self._slots[rid] = slot
+            self.correlator.open(envelope, ExchangeKind.CALL, due, now_ms())
+        try:
+            await self.transport.enqueue(
+                queue, encode(envelope, limits=self.limits), message_id=rid
+            )
+        except (TransportError, EnvelopeError) as exc:
+            if result:
+                self._local(rid, Input.NO_RESPONDERS, exc)
+            self.metrics.failed(Pattern.QUEUE, type, str(exc.code))
+            raise ExchangeError(exc.code, exc.message) from exc
+        return JobHandle(self, envelope, slot if result else None, due, call_us)
+
+    # -- the reply path ------------------------------------------------------------------
+
+    def _require_inbox(self) -> Inbox:
+        if self._inbox is None:
+            raise ExchangeError(ErrorCode.UNAVAILABLE, "use the client inside 'async with'")
+        return self._inbox
+
+    async def _read_replies(self, inbox: Inbox) -> None:
+        async for delivery in inbox.subscription:
+            if delivery.notice is Notice.NO_RESPONDERS:
+                if delivery.message_id is not None:
+                    self._local(
+                        delivery.message_id,
+                        Input.NO_RESPONDERS,
+                        ExchangeError(ErrorCode.NO_RESPONDERS, "nobody serves this type"),
+                    )
+                continue
+            try:
+                reply = decode(delivery.body, limits=self.limits)
+            except EnvelopeError:
+                self.malformed_replies += 1
+                continue
+            self._route(reply)
+
+    def _route(self, reply: Envelope) -> None:
+        routed = self.correlator.route(reply)
+        if routed is None:
+            return
+        rid = routed.pending.exchange.request_id
+        slot = self._slots.get(rid)
+        for action, envelope in routed.steps:
+            if action is Action.DROP:
+                self.metrics.late(_pattern_of(routed.pending), routed.pending.type)
+            elif action is Action.PROTOCOL_ERROR:
+                self._fail_slot(
+                    rid,
+                    slot,
+                    RemoteProtocolError(
+                        ErrorCode.PROTOCOL_ERROR,
+                        f"unexpected {envelope.kind} in a {routed.pending.exchange.kind} exchange",
+                    ),
+                )
+            elif action is Action.FAIL:
+                self._fail_slot(rid, slot, _error_from_reply(envelope))
+            elif action is Action.DELIVER:
+                if isinstance(slot, _CallSlot):
+                    slot.reply = envelope
+                    slot.done.set()
+                elif isinstance(slot, _StreamSlot):
+                    slot.send.send_nowait(envelope)
+        if routed.pending.exchange.terminal:
+            self._slots.pop(rid, None)
+
+    def _local(self, rid: str, event: Input, error: LlmpError) -> tuple[Pending, Action] | None:
+        step = self.correlator.local(rid, event)
+        if step is not None and step[1] is not Action.DROP:
+            self._finish(rid, error)
+        return step
+
+    def _finish(self, rid: str, error: LlmpError) -> None:
+        slot = self._slots.pop(rid, None)
+        self._fail_slot(rid, slot, error)
+
+    def _fail_slot(self, rid: str, slot: _CallSlot | _StreamSlot | None, error: LlmpError) -> None:
+        if isinstance(slot, _CallSlot):
+            if not slot.done.is_set():
+                slot.error = error
+                slot.done.set()
+        elif isinstance(slot, _StreamSlot):
+            slot.send.send_nowait(error)
+            slot.send.close()
+        self._slots.pop(rid, None)
+
+
+def _pattern_of(pending: Pending) -> Pattern:
+    return Pattern.STREAM if pending.exchange.kind is ExchangeKind.STREAM else Pattern.REQUEST
+
+
+class Stream:
+    """A streamed reply: ``async with client.stream(...) as s: async for chunk in s``.
+
+    Iteration yields each non-final chunk in ``seq`` order; :attr:`result` then holds the
+    terminal envelope (the final chunk, with ``finish_reason`` and ``usage``).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        type_: str,
+        data: Any,
+        *,
+        timeout: float | None,
+        deadline: Deadline | None,
+        members: Mapping[str, Any],
+    ) -> None:
+        self.client = client
+        self.type = type_
+        self.data = data
+        self.timeout = timeout
+        self.deadline_arg = deadline
+        self.members = members
+        self.request: Envelope | None = None
+        self.due: Deadline | None = None
+        self.receive: MemoryObjectReceiveStream[Envelope | LlmpError] | None = None
+        self.call_us = 0
+        self.result: Envelope | None = None  #: the terminal message once the stream completed
+        self.chunks = 0  #: chunks delivered so far
+
+    async def __aenter__(self) -> Stream:
+        await self.client._open_stream(self)  # noqa: SLF001 - the stream is the client's part
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.request is not None and self.request.id in self.client.correlator:
+            with anyio.CancelScope(shield=True):
+                await self.cancel()
+
+    @property
+    def id(self) -> str:
+        """The request's id."""
+        if self.request is None:
+            raise RuntimeError("the stream is not open: use it with 'async with'")
+        return self.request.id
+
+    async def cancel(self, reason: str = "cancelled by the requester") -> bool:
+        """Stop the stream now; chunks still in flight are dropped and counted [CAN-002]."""
+        return await self.client.cancel(self.id, reason=reason)
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[Envelope]:
+        if self.receive is None or self.due is None:
+            raise RuntimeError("the stream is not open: use it with 'async with'")
+        metrics, type_ = self.client.metrics, self.type
+        while True:
+            item: Envelope | LlmpError | None = None
+            with anyio.move_on_after(self.due.remaining_ms(now_ms()) / 1000):
+                try:
+                    item = await self.receive.receive()
+                except anyio.EndOfStream:
+                    return
+            if item is None:
+                pending = self.client.correlator.get(self.id)
+                gap = pending.reassembler if pending is not None else None
+                error: LlmpError = (
+                    gap.interrupted()
+                    if gap is not None and gap.has_gap
+                    else ExchangeError(
+                        ErrorCode.DEADLINE_EXCEEDED,
+                        f"stream {type_} did not finish before its deadline",
+                    )
+                )
+                self.client._local(self.id, Input.DEADLINE, error)  # noqa: SLF001
+                metrics.failed(Pattern.STREAM, type_, str(error.code))
+                raise error
+            if isinstance(item, LlmpError):
+                metrics.failed(Pattern.STREAM, type_, str(item.code))
+                raise item
+            if item.kind is Kind.CHUNK and not item.final:
+                self.chunks += 1
+                yield item
+                continue
+            self.result = item
+            metrics.succeeded(
+                Pattern.STREAM,
+                type_,
+                latency_ms=(now_us() - self.call_us) / 1000,
+                timing=item.timing,
+            )
+            return
+
+
+class JobHandle:
+    """A submitted work-queue job; await :meth:`result` for its outcome."""
+
+    def __init__(
+        self,
+        client: Client,
+        request: Envelope,
+        slot: _CallSlot | None,
+        due: Deadline,
+        call_us: int,
+    ) -> None:
+        self.client = client
+        self.request = request
+        self._slot = slot
+        self._due = due
+        self._call_us = call_us
+
+    @property
+    def id(self) -> str:
+        """The job's request id (its message id on the queue)."""
+        return self.request.id
+
+    async def result(self) -> Envelope:
+        """Wait for the worker's reply, at most until the job's deadline.
+
+        :raises ExchangeError: for an error reply or ``DEADLINE_EXCEEDED``.
+        :raises ValueError: if the job was submitted with ``result=False``.
+        """
+        if self._slot is None:
+            raise ValueError("this job was submitted with result=False")
+        return await self.client._await_call(  # noqa: SLF001
+            self.id, self._slot, self._due, Pattern.QUEUE, self.request.type, call_us=self._call_us
+        )

@@ -1,0 +1,314 @@
+"""The service: handlers for requests, streams, events and work-queue jobs (spec/patterns.md).
+
+Theory of operation
+-------------------
+``async with Service(...)`` opens one intake loop per registration (a ``serve`` subscription
+per request type plus its cancel subscription, an event subscription, a queue consumer) and
+runs every message in its own task, bounded by a concurrency limit that also pushes back on
+intake. What happens to each message is in :mod:`llmproto_ref._serving`. Leaving the block
+shuts down gracefully [WQ-008]: intake stops first, handlers already started get ``grace``
+seconds to finish, the rest are cancelled; work-queue jobs that did not finish are never
+acked, so the broker delivers them again.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from llmproto_ref._clock import now_us
+from llmproto_ref._idempotency import IdempotencyStore
+from llmproto_ref._limits import DEFAULT_LIMITS, Limits
+from llmproto_ref._metrics import Metrics
+from llmproto_ref._serving import Running, Serving
+from llmproto_ref._transport import (
+    Consumer,
+    QueueOptions,
+    Subscription,
+    Transport,
+    validate_pattern,
+    validate_queue_name,
+)
+
+__all__ = ("Registration", "Service", "ServiceStats")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """One registered handler."""
+
+    pattern: str  #: request type, event pattern or queue name
+    function: Callable[..., Any]
+    streaming: bool = False  #: a generator: its items are chunks
+    thread: bool = False  #: run in a worker thread (blocking or CPU-heavy code)
+    group: str | None = None  #: event subscriber group
+    concurrency: int = 1  #: work-queue workers: jobs run at once
+    options: QueueOptions = field(default_factory=QueueOptions)
+
+
+@dataclass(slots=True)
+class ServiceStats:
+    """Counters of what the service received and could not handle normally."""
+
+    rejected: int = 0  #: messages that failed to decode and were answered with an error
+    dropped: int = 0  #: messages that failed to decode and had no reply address (counted)
+    reply_failures: int = 0  #: replies the transport could not send
+    late_cancels: int = 0  #: cancels for exchanges that had already ended
+    dead_lettered: int = 0  #: jobs this service moved to the dead-letter queue
+    handler_errors: int = 0  #: handler exceptions that were not ExchangeError
+
+
+class Service:
+    """Serves requests, streams, events and queue jobs over one transport.
+
+    :param transport: an entered transport (the service does not own it).
+    :param name: the service's name; request types are served in a group of this name.
+    :param source: the ``source`` of what it sends (default ``llmp://<name>``).
+    :param max_concurrency: most request and event handlers running at once.
+    :param grace: seconds started handlers get to finish at shutdown.
+    :param idempotency: the store that makes execution at-most-once per idempotency key.
+    :param understood: extension names this service implements (``critical``).
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        name: str,
+        source: str | None = None,
+        max_concurrency: int = 256,
+        grace: float = 10.0,
+        limits: Limits = DEFAULT_LIMITS,
+        idempotency: IdempotencyStore | None = None,
+        understood: frozenset[str] = frozenset(),
+    ) -> None:
+        validate_queue_name(name)
+        self.transport = transport
+        self.name = name
+        self.source = source or f"llmp://{name}"
+        self.grace = grace
+        self.metrics = Metrics()
+        self.stats = ServiceStats()
+        self.idempotency = idempotency or IdempotencyStore()
+        self._limiter = anyio.Semaphore(max_concurrency)
+        self._handlers: dict[str, Registration] = {}
+        self._events: list[Registration] = []
+        self._workers: list[Registration] = []
+        self._serving = Serving(self, limits=limits, understood=understood)
+        self._intake: TaskGroup | None = None
+        self._work: TaskGroup | None = None
+        self._closing: list[Subscription | Consumer] = []
+        self._idle = anyio.Event()
+        self._active = 0
+
+    # -- registration ----------------------------------------------------------------
+
+    def handler(
+        self,
+        type: str,
+        *,
+        thread: bool = False,  # noqa: A002 - the protocol's own word
+    ) -> Callable[[F], F]:
+        """Register a request handler for ``type`` (a generator function streams)."""
+        validate_pattern(type)
+
+        def register(function: F) -> F:
+            streaming = inspect.isasyncgenfunction(function) or inspect.isgeneratorfunction(
+                function
+            )
+            self._handlers[type] = Registration(
+                pattern=type, function=function, streaming=streaming, thread=thread
+            )
+            return function
+
+        return register
+
+    def on_event(
+        self, pattern: str, *, group: str | None = None, thread: bool = False
+    ) -> Callable[[F], F]:
+        """Register an event handler for ``pattern`` (``*`` one token, ``>`` the rest)."""
+        validate_pattern(pattern)
+        if group is not None:
+            validate_queue_name(group)
+
+        def register(function: F) -> F:
+            self._events.append(
+                Registration(pattern=pattern, function=function, group=group, thread=thread)
+            )
+            return function
+
+        return register
+
+    def worker(
+        self,
+        queue: str,
+        *,
+        concurrency: int = 4,
+        options: QueueOptions | None = None,
+        thread: bool = False,
+    ) -> Callable[[F], F]:
+        """Register a work-queue worker for ``queue``, running up to ``concurrency`` jobs."""
+        validate_queue_name(queue)
+        if concurrency < 1:
+            raise ValueError("concurrency must be positive")
+        opts = options or QueueOptions(prefetch=max(concurrency, 1))
+
+        def register(function: F) -> F:
+            self._workers.append(
+                Registration(
+                    pattern=queue,
+                    function=function,
+                    thread=thread,
+                    concurrency=concurrency,
+                    options=opts,
+                )
+            )
+            return function
+
+        return register
+
+    def registration(self, type_: str) -> Registration | None:
+        """The request handler serving ``type_``."""
+        from llmproto_ref._transport import pattern_matches
+
+        found = self._handlers.get(type_)
+        if found is not None:
+            return found
+        for reg in self._handlers.values():
+            if pattern_matches(reg.pattern, type_):
+                return reg
+        return None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Service:
+        self._work = anyio.create_task_group()
+        await self._work.__aenter__()
+        self._intake = anyio.create_task_group()
+        await self._intake.__aenter__()
+        for reg in self._handlers.values():
+            requests = await self.transport.serve(reg.pattern, group=self.name)
+            cancels = await self.transport.serve_cancels(reg.pattern)
+            self._closing += [requests, cancels]
+            self._intake.start_soon(self._take_requests, requests)
+            self._intake.start_soon(self._take_cancels, cancels)
+        for reg in self._events:
+            events = await self.transport.subscribe_events(reg.pattern, group=reg.group)
+            self._closing.append(events)
+            self._intake.start_soon(self._take_events, reg, events)
+        for reg in self._workers:
+            consumer = await self.transport.consume(reg.pattern, reg.options)
+            self._intake.start_soon(self._take_jobs, reg, consumer)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self._intake is None or self._work is None:
+            return
+        self._intake.cancel_scope.cancel()  # stop taking new work first
+        await self._intake.__aexit__(None, None, None)
+        if self._active:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace):
+                await self._idle.wait()
+        self._serving.stop_all()
+        await self._work.__aexit__(None, None, None)
+        with anyio.CancelScope(shield=True):
+            for closable in self._closing:
+                await closable.aclose()
+        self._closing.clear()
+
+    async def serve_forever(self) -> None:
+        """Run until this task is cancelled (``async with`` the service first)."""
+        await anyio.sleep_forever()
+
+    @property
+    def running(self) -> dict[str, Running]:
+        """Handlers running now, by request id."""
+        return self._serving.running
+
+    # -- intake loops ----------------------------------------------------------------
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        if self._work is None:
+            raise RuntimeError("the service is not running: use it with 'async with'")
+        self._active += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+        async def tracked() -> None:
+            try:
+                await job()
+            finally:
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.set()
+
+        self._work.start_soon(tracked)
+
+    async def _take_requests(self, requests: Subscription) -> None:
+        async for delivery in requests:
+            received = now_us()
+            await self._limiter.acquire()
+
+            async def handle(d: Any = delivery, r: int = received) -> None:
+                try:
+                    await self._serving.on_request(d, r)
+                finally:
+                    self._limiter.release()
+
+            self._spawn(handle)
+
+    async def _take_cancels(self, cancels: Subscription) -> None:
+        async for delivery in cancels:
+            self._serving.on_cancel(delivery)
+
+    async def _take_events(self, reg: Registration, events: Subscription) -> None:
+        async for delivery in events:
+            await self._limiter.acquire()
+
+            async def handle(d: Any = delivery) -> None:
+                try:
+                    await self._serving.on_event(reg, d)
+                finally:
+                    self._limiter.release()
+
+            self._spawn(handle)
+
+    async def _take_jobs(self, reg: Registration, consumer: Consumer) -> None:
+        self._closing.append(consumer)
+        slots = anyio.Semaphore(reg.concurrency)
+        iterator = consumer.__aiter__()
+        while True:
+            await slots.acquire()  # take a job only when a slot is free [WQ-006]
+            try:
+                job = await iterator.__anext__()
+            except StopAsyncIteration:
+                slots.release()
+                return
+            except BaseException:
+                slots.release()
+                raise
+            received = now_us()
+
+            async def handle(j: Any = job, r: int = received) -> None:
+                try:
+                    await self._serving.on_job(reg, j, r)
+                finally:
+                    slots.release()
+
+            self._spawn(handle)

@@ -1,0 +1,557 @@
+"""What a service does with each message it takes (spec/patterns.md, spec/exchanges.md).
+
+Every request runs through a responder :class:`Exchange` (the ``serve`` table): the table
+decides whether a response, a chunk, the final chunk or an error goes out, and the code
+below performs the action. A handler runs inside one cancel scope whose deadline is the
+request's [DL-004]; a cancel, the deadline and shutdown all cancel that scope, and the
+recorded reason picks the input the table gets. Work-queue jobs take the same path with two
+differences: a retryable failure is not answered but redelivered, until the last delivery,
+which is answered with ``DEAD_LETTERED`` [WQ-004]; and the job is acked only after its
+outcome was sent [WQ-003].
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from llmproto_ref._clock import now_ms, now_us
+from llmproto_ref._codec import decode, encode
+from llmproto_ref._deadline import Deadline
+from llmproto_ref._envelope import Envelope, Kind
+from llmproto_ref._errors import EnvelopeError, ExchangeError, LlmpError
+from llmproto_ref._exchange import Action, Exchange, ExchangeKind, Input
+from llmproto_ref._handling import Event, Final, Request, enter_request, leave_request
+from llmproto_ref._idempotency import Claim, request_digest
+from llmproto_ref._limits import Limits
+from llmproto_ref._metrics import Pattern
+from llmproto_ref._registry import ErrorCode
+from llmproto_ref._replies import error_reply, rejection_reply, reply_timing, response
+from llmproto_ref._transport import Delivery, Job, TransportError
+
+if TYPE_CHECKING:
+    from llmproto_ref._service import Registration, Service
+
+__all__ = ("Running", "Serving")
+
+_STOP_ERRORS = {
+    Action.STOP_CANCELLED: (ErrorCode.CANCELLED, "cancelled by the requester"),
+    Action.STOP_EXPIRED: (ErrorCode.DEADLINE_EXCEEDED, "the request's deadline passed"),
+}
+_ENVELOPE_HEADER = frozenset({"llmp", "id", "kind", "type", "source", "time", "correlation_id"})
+_DONE = object()
+
+
+@dataclass(slots=True)
+class Running:
+    """A handler that is running, so a cancel or the shutdown can reach it."""
+
+    exchange: Exchange
+    scope: anyio.CancelScope
+    cancelled: bool = False  #: a cancel for this request arrived
+    shutdown: bool = False  #: the service stopped it at shutdown
+    chunks: int = 0  #: chunks sent so far, the next ``seq``
+
+
+@dataclass(slots=True, kw_only=True)
+class _Outcome:
+    reply: Envelope | None = None  #: the terminal reply (sent when there was a reply_to)
+    retry: bool = False  #: a job to deliver again
+    forget_key: bool = False  #: let a later request with the same idempotency key run
+    shutdown: bool = False  #: stopped by the shutdown: never ack
+    in_progress: bool = False  #: the same job is running elsewhere
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Attempt:
+    """How one execution answers failures (requests: always; queue jobs: see WQ-004)."""
+
+    pattern: Pattern
+    reply_to: str | None
+    received_us: int
+    delivery_count: int = 1
+    hold_retryable: bool = False  #: keep a retryable failure for redelivery, unanswered
+    last_delivery: bool = True
+
+
+class Serving:
+    """The per-message behaviour of one :class:`~llmproto_ref.Service`."""
+
+    def __init__(self, service: Service, *, limits: Limits, understood: frozenset[str]) -> None:
+        self.service = service
+        self.limits = limits
+        self.understood = understood
+        self.running: dict[str, Running] = {}
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def _send(self, address: str | None, envelope: Envelope) -> bool:
+        """Send a reply if there is an address; ``False`` when it could not be encoded."""
+        if address is None:
+            return True
+        try:
+            body = encode(envelope, limits=self.limits)
+        except (TypeError, EnvelopeError):
+            return False
+        try:
+            await self.service.transport.send_reply(address, body)
+        except TransportError:
+            self.service.stats.reply_failures += 1
+        return True
+
+    async def _answer_error(
+        self, request: Envelope, attempt: _Attempt, error: LlmpError, *, seq: int | None = None
+    ) -> Envelope:
+        reply = error_reply(request, error, source=self.service.source, seq=seq)
+        await self._send(attempt.reply_to, reply)
+        self.service.metrics.failed(attempt.pattern, request.type, str(error.code))
+        return reply
+
+    async def _reject(self, delivery: Delivery, error: EnvelopeError) -> None:
+        """Answer bytes that did not decode, when they came with a reply address [ENV-036]."""
+        if delivery.reply_to is None:
+            self.service.stats.dropped += 1
+            return
+        self.service.stats.rejected += 1
+        reply = rejection_reply(delivery.body, error, source=self.service.source)
+        await self._send(delivery.reply_to, reply)
+
+    def stop_all(self) -> None:
+        """Cancel every running handler (the shutdown, after its grace period)."""
+        for running in self.running.values():
+            running.shutdown = True
+            running.scope.cancel()
+
+    # -- requests --------------------------------------------------------------------
+
+    async def on_request(self, delivery: Delivery, received_us: int) -> None:
+        """Handle one delivery from a ``serve`` subscription."""
+        try:
+            request = decode(delivery.body, limits=self.limits, understood=self.understood)
+        except EnvelopeError as exc:
+            await self._reject(delivery, exc)
+            return
+        if request.kind is not Kind.REQUEST:
+            self.service.stats.rejected += 1
+            misdirected = _Attempt(
+                pattern=Pattern.REQUEST, reply_to=delivery.reply_to, received_us=received_us
+            )
+            await self._answer_error(
+                request,
+                misdirected,
+                ExchangeError(
+                    ErrorCode.PROTOCOL_ERROR, f"a {request.kind} was sent to a request address"
+                ),
+            )
+            return
+        attempt = _Attempt(
+            pattern=Pattern.REQUEST, reply_to=request.reply_to, received_us=received_us
+        )
+        self.service.metrics.sent(Pattern.REQUEST, request.type)
+        await self._execute(request, attempt)
+
+    async def _execute(
+        self, request: Envelope, attempt: _Attempt, worker: Registration | None = None
+    ) -> _Outcome:
+        """Deadline, idempotency, then the handler; the idempotency record is kept last.
+
+        :param worker: the work-queue registration a job came through; requests are routed
+            by their ``type`` instead.
+        """
+        svc = self.service
+        reg = worker or svc.registration(request.type)
+        if reg is None:
+            reply = await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.UNKNOWN_TYPE, f"this service does not serve {request.type!r}"
+                ),
+            )
+            return _Outcome(reply=reply)
+        deadline = Deadline.from_timestamp(request.deadline) if request.deadline else None
+        if deadline is not None and deadline.expired(now_ms()):
+            reply = await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.DEADLINE_EXCEEDED, "the deadline passed before the work started"
+                ),
+            )
+            return _Outcome(reply=reply)
+        key = request.idempotency_key
+        if key is None:
+            return await self._run(reg, request, deadline, attempt)
+        claim, stored = svc.idempotency.claim(
+            request.source, key, request_digest(request), now_ms()
+        )
+        if claim is Claim.DONE and stored is not None:
+            return await self._replay(request, stored, attempt)
+        if claim is Claim.RUNNING:
+            if attempt.pattern is Pattern.QUEUE:
+                return _Outcome(in_progress=True)
+            reply = await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.IN_PROGRESS,
+                    f"a request with idempotency key {key!r} is running",
+                    retry_after_ms=1000,
+                ),
+            )
+            return _Outcome(reply=reply)
+        if claim is Claim.CONFLICT:
+            reply = await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    f"idempotency key {key!r} was used for a request with different content",
+                ),
+            )
+            return _Outcome(reply=reply)
+        outcome = await self._run(reg, request, deadline, attempt)
+        if outcome.forget_key or outcome.reply is None:
+            svc.idempotency.forget(request.source, key)
+        else:
+            svc.idempotency.finish(request.source, key, outcome.reply.to_dict(), now_ms())
+        return outcome
+
+    async def _replay(
+        self, request: Envelope, stored: Mapping[str, Any], attempt: _Attempt
+    ) -> _Outcome:
+        """Answer a duplicate with the stored terminal reply, without running [IDEM-001]."""
+        members = {k: v for k, v in stored.items() if k not in _ENVELOPE_HEADER}
+        reply = Envelope.new(
+            kind=stored["kind"],
+            type=request.type,
+            source=self.service.source,
+            correlation_id=request.id,
+            **members,
+        )
+        await self._send(attempt.reply_to, reply)
+        if reply.kind is Kind.ERROR:
+            self.service.metrics.failed(
+                attempt.pattern, request.type, str((reply.error or {}).get("code"))
+            )
+        else:
+            self.service.metrics.succeeded(attempt.pattern, request.type)
+        return _Outcome(reply=reply)
+
+    async def _run(
+        self, reg: Registration, request: Envelope, deadline: Deadline | None, attempt: _Attempt
+    ) -> _Outcome:
+        scope = anyio.CancelScope()
+        if deadline is not None:
+            scope.deadline = anyio.current_time() + deadline.remaining_ms(now_ms()) / 1000
+        exchange = Exchange(ExchangeKind.SERVE, request.id)
+        running = Running(exchange=exchange, scope=scope)
+        self.running[request.id] = running
+        context = Request(
+            envelope=request, deadline=deadline, delivery_count=attempt.delivery_count
+        )
+        exchange.handle(Input.START)
+        token = enter_request(context)
+        value: Any = None
+        failure: LlmpError | None = None
+        try:
+            with scope:
+                value = await self._call_handler(reg, context, running, attempt.reply_to)
+        except LlmpError as exc:
+            failure = exc
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not crash the service
+            self.service.stats.handler_errors += 1
+            failure = ExchangeError(
+                ErrorCode.INTERNAL,
+                f"the handler failed with {type(exc).__name__}",
+                retryable=attempt.pattern is Pattern.QUEUE,  # a job may succeed on redelivery
+            )
+        finally:
+            leave_request(token)
+            self.running.pop(request.id, None)
+        seq = running.chunks if reg.streaming else None
+        if scope.cancel_called:
+            return await self._stopped(request, running, attempt, seq)
+        if failure is not None:
+            return await self._failed(request, exchange, attempt, failure, seq)
+        return await self._completed(reg, request, exchange, attempt, running=running, value=value)
+
+    async def _call_handler(
+        self, reg: Registration, context: Request, running: Running, reply_to: str | None
+    ) -> Any:
+        if reg.streaming:
+            return await self._stream(reg, context, running, reply_to)
+        if reg.thread:
+            return await anyio.to_thread.run_sync(reg.function, context, abandon_on_cancel=True)
+        value = reg.function(context)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def _stopped(
+        self, request: Envelope, running: Running, attempt: _Attempt, seq: int | None
+    ) -> _Outcome:
+        if running.shutdown:
+            running.exchange.handle(Input.CANCEL)
+            if attempt.pattern is not Pattern.QUEUE:  # a job goes back to the queue instead
+                await self._answer_error(
+                    request,
+                    attempt,
+                    ExchangeError(ErrorCode.UNAVAILABLE, "the service shut down before finishing"),
+                    seq=seq,
+                )
+            return _Outcome(shutdown=True, forget_key=True)
+        action = running.exchange.handle(Input.CANCEL if running.cancelled else Input.DEADLINE)
+        code, message = _STOP_ERRORS.get(action, (ErrorCode.CANCELLED, "cancelled"))
+        reply = await self._answer_error(request, attempt, ExchangeError(code, message), seq=seq)
+        return _Outcome(reply=reply, forget_key=True)
+
+    async def _failed(
+        self,
+        request: Envelope,
+        exchange: Exchange,
+        attempt: _Attempt,
+        failure: LlmpError,
+        seq: int | None,
+    ) -> _Outcome:
+        exchange.handle(Input.RAISE)
+        retryable = isinstance(failure, ExchangeError) and failure.retryable
+        if retryable and attempt.hold_retryable and not attempt.last_delivery:
+            self.service.metrics.failed(attempt.pattern, request.type, "REDELIVERED")
+            return _Outcome(retry=True, forget_key=True)
+        if retryable and attempt.hold_retryable:
+            failure = ExchangeError(
+                ErrorCode.DEAD_LETTERED,
+                f"failed on delivery {attempt.delivery_count}, the last: {failure.message}",
+            )
+        reply = await self._answer_error(request, attempt, failure, seq=seq)
+        return _Outcome(reply=reply, forget_key=retryable, retry=retryable)
+
+    async def _completed(
+        self,
+        reg: Registration,
+        request: Envelope,
+        exchange: Exchange,
+        attempt: _Attempt,
+        *,
+        running: Running,
+        value: Any,
+    ) -> _Outcome:
+        action = exchange.handle(Input.RETURN)
+        final = value if isinstance(value, Final) else None
+        timing = reply_timing(request, attempt.received_us, now_us())
+        try:
+            if action is Action.SEND_FINAL or reg.streaming:
+                done = final or Final()
+                reply = Envelope.new(
+                    kind=Kind.CHUNK,
+                    type=request.type,
+                    source=self.service.source,
+                    correlation_id=request.id,
+                    seq=running.chunks,
+                    final=True,
+                    data=done.data,
+                    finish_reason=done.finish_reason,
+                    usage=done.usage,
+                    timing=timing,
+                )
+            else:
+                reply = response(
+                    request,
+                    source=self.service.source,
+                    timing=timing,
+                    data=final.data if final is not None else value,
+                    finish_reason=final.finish_reason if final is not None else None,
+                    usage=final.usage if final is not None else None,
+                )
+        except EnvelopeError as exc:
+            return await self._failed(
+                request,
+                exchange,
+                attempt,
+                ExchangeError(
+                    ErrorCode.INTERNAL, f"the handler's result is not a valid reply: {exc.message}"
+                ),
+                running.chunks if reg.streaming else None,
+            )
+        if not await self._send(attempt.reply_to, reply):
+            reply = await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.INTERNAL, "the handler returned a value that is not JSON or too large"
+                ),
+            )
+            return _Outcome(reply=reply)
+        self.service.metrics.succeeded(
+            attempt.pattern, request.type, latency_ms=(now_us() - attempt.received_us) / 1000
+        )
+        return _Outcome(reply=reply)
+
+    async def _stream(
+        self, reg: Registration, context: Request, running: Running, reply_to: str | None
+    ) -> Any:
+        """Run a generator handler, sending each item as a chunk; return its Final, if any."""
+        request = context.envelope
+        items: AsyncIterator[Any] = (
+            reg.function(context)
+            if inspect.isasyncgenfunction(reg.function)
+            else _threaded(reg.function(context))
+        )
+        async for item in items:
+            if isinstance(item, Final):
+                return item
+            running.exchange.handle(Input.YIELD)
+            chunk = Envelope.new(
+                kind=Kind.CHUNK,
+                type=request.type,
+                source=self.service.source,
+                correlation_id=request.id,
+                seq=running.chunks,
+                data=item,
+            )
+            running.chunks += 1
+            if not await self._send(reply_to, chunk):
+                raise ExchangeError(ErrorCode.INTERNAL, "a chunk is not JSON or too large")
+        return None
+
+    def on_cancel(self, delivery: Delivery) -> None:
+        """Handle one cancel broadcast: stop the matching running handler [CAN-003]."""
+        try:
+            cancel = decode(delivery.body, limits=self.limits, understood=self.understood)
+        except EnvelopeError:
+            self.service.stats.dropped += 1
+            return
+        if cancel.kind is not Kind.CANCEL or cancel.correlation_id is None:
+            self.service.stats.dropped += 1
+            return
+        running = self.running.get(cancel.correlation_id)
+        if running is None:
+            self.service.stats.late_cancels += 1  # ended already, or another instance's
+            return
+        running.cancelled = True
+        running.scope.cancel()
+
+    # -- events ----------------------------------------------------------------------
+
+    async def on_event(self, reg: Registration, delivery: Delivery) -> None:
+        """Handle one event; failures are counted, never fatal [EVT-005]."""
+        svc = self.service
+        try:
+            event = decode(delivery.body, limits=self.limits, understood=self.understood)
+        except EnvelopeError:
+            svc.stats.dropped += 1
+            return
+        if event.kind is not Kind.EVENT:
+            svc.stats.dropped += 1
+            return
+        svc.metrics.sent(Pattern.EVENT, event.type)
+        if event.deadline is not None and Deadline.from_timestamp(event.deadline).expired(now_ms()):
+            svc.metrics.failed(Pattern.EVENT, event.type, str(ErrorCode.DEADLINE_EXCEEDED))
+            return
+        try:
+            if reg.thread:
+                await anyio.to_thread.run_sync(reg.function, Event(envelope=event))
+            else:
+                result = reg.function(Event(envelope=event))
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not crash the service
+            if not isinstance(exc, LlmpError):
+                svc.stats.handler_errors += 1
+            code = exc.code if isinstance(exc, LlmpError) else ErrorCode.INTERNAL
+            svc.metrics.failed(Pattern.EVENT, event.type, str(code))
+            return
+        svc.metrics.succeeded(Pattern.EVENT, event.type)
+
+    # -- work-queue jobs -------------------------------------------------------------
+
+    async def on_job(self, reg: Registration, job: Job, received_us: int) -> None:
+        """Handle one job; settle it only after its outcome is decided and sent [WQ-003]."""
+        svc = self.service
+        try:
+            request = decode(job.body, limits=self.limits, understood=self.understood)
+        except EnvelopeError as exc:
+            svc.stats.dead_lettered += 1
+            await job.terminate(reason=f"invalid envelope: {exc}")
+            return
+        if request.kind is not Kind.REQUEST:
+            svc.stats.dead_lettered += 1
+            await job.terminate(reason=f"a {request.kind} is not a job")
+            return
+        attempt = _Attempt(
+            pattern=Pattern.QUEUE,
+            reply_to=request.reply_to,
+            received_us=received_us,
+            delivery_count=job.delivery_count,
+            hold_retryable=True,
+            last_delivery=job.delivery_count >= reg.options.max_deliveries,
+        )
+        svc.metrics.sent(Pattern.QUEUE, request.type)
+        if request.deadline and Deadline.from_timestamp(request.deadline).expired(now_ms()):
+            await self._answer_error(
+                request,
+                attempt,
+                ExchangeError(
+                    ErrorCode.DEADLINE_EXCEEDED, "the job's deadline passed while it was queued"
+                ),
+            )
+            svc.stats.dead_lettered += 1
+            await job.terminate(reason="expired")
+            return
+        async with _LeaseKeeper(job, reg.options.lease_ms):
+            outcome = await self._execute(request, attempt, reg)
+        if outcome.shutdown:
+            return  # never ack work the shutdown stopped: the broker delivers it again [WQ-008]
+        if outcome.in_progress:
+            await job.nack(delay_ms=max(50, reg.options.lease_ms // 2))
+        elif outcome.retry and not attempt.last_delivery:
+            await job.nack(delay_ms=_backoff_ms(job.delivery_count))
+        elif outcome.retry:
+            svc.stats.dead_lettered += 1
+            await job.terminate(reason="max_deliveries")
+        else:
+            await job.ack()
+
+
+def _backoff_ms(delivery_count: int) -> int:
+    """Redelivery delay after a failure: 100 ms, 200 ms, 400 ms ... at most 10 s."""
+    return int(min(10_000, 100 * 2 ** max(0, delivery_count - 1)))
+
+
+class _LeaseKeeper:
+    """Extends a job's lease every third of it while the handler runs [WQ-005]."""
+
+    def __init__(self, job: Job, lease_ms: int) -> None:
+        self._job = job
+        self._period = max(0.01, lease_ms / 3000)
+        self._tg = anyio.create_task_group()
+
+    async def __aenter__(self) -> None:
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._beat)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    async def _beat(self) -> None:
+        while True:
+            await anyio.sleep(self._period)
+            try:
+                await self._job.extend_lease()
+            except TransportError:
+                return
+
+
+async def _threaded(generator: Iterator[Any]) -> AsyncIterator[Any]:
+    """Drive a plain generator in a worker thread, one item at a time."""
+    while True:
+        item = await anyio.to_thread.run_sync(next, generator, _DONE, abandon_on_cancel=True)
+        if item is _DONE:
+            return
+        yield item
