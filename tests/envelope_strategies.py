@@ -31,8 +31,10 @@ __all__ = (
     "KIND_SPECIFIC",
     "MEMBER_VALUES",
     "PRESENCE",
+    "REQUIRED",
     "UINT53_MAX",
     "mutations",
+    "near_misses",
     "valid_envelopes",
 )
 
@@ -47,6 +49,9 @@ KIND_SPECIFIC = (
     "correlation_id", "reply_to", "deadline", "idempotency_key", "seq", "final", "finish_reason",
     "usage", "content_type", "dataschema", "data", "data_base64", "error",
 )
+
+#: Members every envelope carries [ENV-009].
+REQUIRED = ("llmp", "id", "kind", "type", "source", "time")
 
 _PAYLOAD = {"content_type": "O", "dataschema": "O", "data": "O", "data_base64": "O"}
 
@@ -137,6 +142,9 @@ _DAYS = st.one_of(
     _calendar_days(),
     st.integers(1, 2499).map(lambda k: (_leap_year(k), 2, 29)),
     st.sampled_from([(1, 1, 1), (9999, 12, 31), (2000, 2, 29), (1970, 1, 1), (2026, 12, 31)]),
+    # February of the years whose impossible dates the mutations use, so that a validator that
+    # caches by month instead of by date is caught
+    st.tuples(st.sampled_from((1900, 2023, 2024, 2026, 2100)), st.just(2), st.integers(1, 28)),
 )
 _CLOCKS = st.one_of(
     st.tuples(st.integers(0, 23), st.integers(0, 59), st.integers(0, 59), st.integers(0, 999)),
@@ -662,23 +670,25 @@ def _off_by_one(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     return _set(doc, path, head + tail)  # type: ignore[no-any-return]
 
 
-def _counts(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
-    """An array or object one past its item limit, or exactly at it."""
-    choices: list[tuple[Path, Any]] = []
+def _count_breaks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """``doc`` with an array or object one past its item limit, or exactly at it."""
     enc = ["enc"] if "enc" in doc else []
-    for size in (16, 17):
-        names = enc + [f"c{i}" for i in range(size - len(enc))]
-        choices.append((("critical",), names))
-    choices.append((("critical",), []))
+    changes: list[tuple[Path, Any]] = [
+        (("critical",), enc + [f"c{i}" for i in range(size - len(enc))]) for size in (16, 17)
+    ]
+    changes.append((("critical",), []))
     for size in (32, 33):
         if "usage" in doc:
-            choices.append((("usage",), {f"n{i}": i for i in range(size)}))
+            changes.append((("usage",), {f"n{i}": i for i in range(size)}))
         if "ext" in doc:
-            choices.append((("ext",), {f"x{i}.y": i for i in range(size)}))
+            changes.append((("ext",), {f"x{i}.y": i for i in range(size)}))
         if isinstance(doc.get("error"), dict):
-            choices.append((("error", "details"), [{"type": "a"} for _ in range(size)]))
-    path, value = draw(st.sampled_from(choices))
-    return _set(doc, path, value)  # type: ignore[no-any-return]
+            changes.append((("error", "details"), [{"type": "a"} for _ in range(size)]))
+    return [_set(doc, path, value) for path, value in changes]
+
+
+def _counts(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
+    return draw(st.sampled_from(_count_breaks(doc)))
 
 
 def _bend_number(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
@@ -692,17 +702,24 @@ def _bend_number(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     return _set(doc, found[0], draw(st.sampled_from(BAD_NUMBERS)))  # type: ignore[no-any-return]
 
 
-def _bad_timestamps(value: str) -> list[str]:
-    year, tail = value[:4], value[10:]
-    clock = value[:11]
+def _probe_timestamps(value: str) -> list[str]:
+    """The impossible dates and times a valid timestamp ``value`` is turned into first."""
+    year, tail, day = value[:4], value[10:], value[:11]
     return [
-        f"{year}-02-30{tail}", f"{year}-02-31{tail}", f"{year}-04-31{tail}", f"{year}-06-31{tail}",
-        f"{year}-09-31{tail}", f"{year}-11-31{tail}", f"{year}-13{value[7:]}",
-        f"{year}-00{value[7:]}", f"{value[:8]}00{tail}", f"{value[:8]}32{tail}",
-        f"0000{value[4:]}", f"2023-02-29{tail}", f"1900-02-29{tail}", f"2100-02-29{tail}",
-        f"2000-02-29{tail}", f"2024-02-29{tail}", f"2026-02-28{tail}",
-        f"{clock}24:00:00.000Z", f"{clock}23:60:00.000Z", f"{clock}23:59:60.000Z",
-        value[:-5] + "Z", value[:-2] + "Z", value[:-1] + "0Z", value[:-1] + "z",
+        f"{year}-02-30{tail}", f"{year}-06-31{tail}", f"{year}-13{value[7:]}",
+        f"{value[:8]}00{tail}", f"0000{value[4:]}", f"2023-02-29{tail}", f"1900-02-29{tail}",
+        f"2100-02-29{tail}", f"2026-02-30{tail}", f"{day}24:00:00.000Z", f"{day}23:59:60.000Z",
+        value[:-2] + "Z", value[:-1] + "z",
+    ]
+
+
+def _bad_timestamps(value: str) -> list[str]:
+    year, tail, day = value[:4], value[10:], value[:11]
+    return [
+        *_probe_timestamps(value),
+        f"{year}-02-31{tail}", f"{year}-04-31{tail}", f"{year}-09-31{tail}", f"{year}-11-31{tail}",
+        f"{year}-00{value[7:]}", f"{value[:8]}32{tail}", f"2000-02-29{tail}", f"2024-02-29{tail}",
+        f"2026-02-28{tail}", f"{day}23:60:00.000Z", value[:-5] + "Z", value[:-1] + "0Z",
         value[:-1] + "+00:00", value[:-1] + "-00:00", value[:10] + "t" + value[11:],
         value[:10] + " " + value[11:], value[:-5] + ",000Z", value + "\n", "\uff12" + value[1:],
         "\u0662" + value[1:], "+" + value, "1" + value, value[1:], value.lower(),
@@ -768,32 +785,31 @@ def _break_block(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "trace": {**trace, "traceparent": draw(st.sampled_from(BAD_TRACEPARENTS))}}
 
 
-def _undo_cross_rule(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
-    """Break data/data_base64 exclusivity, the enc rules or the final-chunk rule."""
-    choices: list[Callable[[], dict[str, Any]]] = [
-        lambda: {**doc, "enc": {"alg": "A256GCM", "kid": "k1", "iv": "AAAAAAAAAAAAAAAA"}},
-    ]
+def _cross_rule_breaks(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """``doc`` with data/data_base64 exclusivity, an enc rule or the final-chunk rule broken."""
+    def without(name: str) -> dict[str, Any]:
+        return {key: value for key, value in doc.items() if key != name}
+
+    broken = [{**doc, "enc": {"alg": "A256GCM", "kid": "k1", "iv": "AAAAAAAAAAAAAAAA"}}]
     if "enc" in doc:
-        choices += [
-            lambda: {k: v for k, v in doc.items() if k != "data_base64"},
-            lambda: {k: v for k, v in doc.items() if k != "critical"},
-            lambda: {**doc, "critical": [n for n in doc.get("critical", []) if n != "enc"]},
-            lambda: {**doc, "data": None},
+        broken += [
+            without("data_base64"), without("critical"), {**doc, "data": None},
+            {**doc, "critical": [name for name in doc.get("critical", []) if name != "enc"]},
         ]
     if "data_base64" in doc:
-        choices.append(lambda: {**doc, "data": {"a": 1}})
+        broken.append({**doc, "data": {"a": 1}})
     if "data" in doc:
-        choices.append(lambda: {**doc, "data_base64": "AAAA"})
+        broken.append({**doc, "data_base64": "AAAA"})
     if doc.get("kind") == "chunk":
-        choices += [
-            lambda: {**doc, "final": False},
-            lambda: {k: v for k, v in doc.items() if k != "final"},
-            lambda: {**doc, "final": True},
-            lambda: {**doc, "finish_reason": "stop"},
-            lambda: {**doc, "usage": {"output_tokens": 1}},
+        broken += [
+            {**doc, "final": False}, without("final"), {**doc, "final": True},
+            {**doc, "finish_reason": "stop"}, {**doc, "usage": {"output_tokens": 1}},
         ]
-    undo: Callable[[], dict[str, Any]] = draw(st.sampled_from(choices))
-    return undo()
+    return broken
+
+
+def _undo_cross_rule(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
+    return draw(st.sampled_from(_cross_rule_breaks(doc)))
 
 
 #: The mutations; the targeted ones are listed more than once so that each rule is hit often.
@@ -811,10 +827,87 @@ def _mutant(draw: DrawFn, envelope: dict[str, Any]) -> dict[str, Any]:
     return mutate(draw, envelope)
 
 
+#: A valid value for each kind-specific member, to add where the kind forbids it.
+SAMPLE_VALUES: dict[str, Any] = {
+    "correlation_id": "req-1", "reply_to": "inbox.1", "deadline": "2026-01-31T23:59:59.000Z",
+    "idempotency_key": "key-1", "seq": 0, "final": True, "finish_reason": "stop",
+    "usage": {"output_tokens": 1}, "content_type": "application/json", "dataschema": "urn:x",
+    "data": {"a": 1}, "data_base64": "AAAA",
+    "error": {"code": "INTERNAL", "message": "m", "retryable": False},
+}
+
+
+def _is_schema_node(path: Path) -> bool:
+    """Whether the schema constrains the node at ``path``; ext values and detail extras are free."""
+    sig = _signature(path)
+    return not (sig[0] == "ext" and len(sig) > 2) and not (
+        sig[:3] == ("error", "details", "#") and len(sig) > 3 and sig[3] != "type"
+    )
+
+
+def near_misses(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The systematic near misses of ``envelope``: each rule that can be broken in it, broken once.
+
+    Required members dropped, forbidden ones added, each bounded string one past its limit, each
+    timestamp made impossible, each number out of range, each string given a trailing newline,
+    each nested block given an unknown member or robbed of a required one, the item limits, the
+    cross-member rules, other kinds and versions.
+    """
+    doc = envelope
+    kind = doc.get("kind")
+    table = PRESENCE.get(kind, {}) if isinstance(kind, str) else {}
+    out: list[dict[str, Any]] = []
+    required = [name for name in REQUIRED if name in doc]
+    required += [name for name, presence in table.items() if presence == "R" and name in doc]
+    out += [{key: value for key, value in doc.items() if key != name} for name in required]
+    forbidden = [name for name in KIND_SPECIFIC if name not in table and name not in doc]
+    if kind == "chunk" and doc.get("final") is not True:
+        forbidden += [name for name in ("finish_reason", "usage") if name not in doc]
+    out += [{**doc, name: SAMPLE_VALUES[name]} for name in forbidden]
+    out += _cross_rule_breaks(doc) + _count_breaks(doc)
+    out += [{**doc, "llmp": version} for version in ("2.0", "1.01", "1.10000", "1.0\n", "1")]
+    out += [{**doc, "kind": other} for other in (*KINDS, "Request") if other != kind]
+    out += [{**doc, "type": name} for name in BAD_TYPES[:5]]
+    out += [{**doc, "unknown": 1}, {**doc, "Kind": kind}]
+    for path, value in _nodes(doc):
+        if path[0] == "data" or not _is_schema_node(path):
+            continue
+        if isinstance(value, str):
+            out.append(_set(doc, path, value + "\n"))
+            if _signature(path) in LENGTHS:
+                first, rest, low, high = LENGTHS[_signature(path)]
+                out.append(_set(doc, path, first[0] + rest[-1] * high))
+                if low > 0:
+                    out.append(_set(doc, path, (first[0] + rest[-1] * low)[: low - 1]))
+            if path in TIMESTAMP_PATHS and len(value) == 24:
+                out += [_set(doc, path, bad) for bad in _probe_timestamps(value)]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out += [_set(doc, path, number) for number in (-1, 2**53, True, 1.5)]
+        elif isinstance(value, dict) and len(path) >= 1 and path[0] != "ext":
+            out.append(_set(doc, path, {**value, "extra": 0, "Bad Name": 0}))
+        if len(path) >= 2 and path[0] not in ("ext", "usage", "timing"):
+            out.append(_delete(doc, path))
+    if isinstance(doc.get("usage"), dict):
+        out += [_set(doc, ("usage", name), 1) for name in ("Input", "1x", "a-b", "")]
+    if isinstance(doc.get("ext"), dict):
+        out += [_set(doc, ("ext", name), 1) for name in ("acme", "Acme.x", "a..b", "a.b-")]
+    error = doc.get("error")
+    if isinstance(error, dict) and isinstance(error.get("details"), list):
+        details = error["details"]
+        out += [_set(doc, ("error", "details"), [*details, item])
+                for item in ("x", {}, {"type": 1}, {"type": "a..b"})]
+    if isinstance(doc.get("critical"), list) and doc["critical"]:
+        critical = doc["critical"]
+        out += [{**doc, "critical": [*critical, critical[0]]},
+                {**doc, "critical": [*critical, "Enc"]}]
+    return out
+
+
 def mutations(envelope: dict[str, Any]) -> SearchStrategy[dict[str, Any]]:
     """Near misses of ``envelope``, each with one thing changed; ``envelope`` is left as it is.
 
-    Most are invalid, some stay valid; containers are shared with ``envelope`` except on the
-    path to the change, so treat the results as read-only.
+    Half are drawn from :func:`near_misses`, half made by a random mutation (random values,
+    characters and places). Most are invalid, some stay valid; containers are shared with
+    ``envelope`` except on the path to the change, so treat the results as read-only.
     """
-    return _mutant(envelope)
+    return st.one_of(st.sampled_from(near_misses(envelope)), _mutant(envelope))

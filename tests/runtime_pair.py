@@ -110,12 +110,12 @@ class RecordingTransport(MemoryTransport):
         )
 
     async def send_request(
-        self, type: str, body: bytes, *, reply_to: str, message_id: str  # noqa: A002
+        self, type: str, body: bytes, *, reply_to: str, message_id: str
     ) -> None:
         self.requests.append(bytes(body))
         await super().send_request(type, body, reply_to=reply_to, message_id=message_id)
 
-    async def publish_cancel(self, type: str, body: bytes) -> None:  # noqa: A002
+    async def publish_cancel(self, type: str, body: bytes) -> None:
         self.cancels.append(bytes(body))
         await super().publish_cancel(type, body)
 
@@ -234,8 +234,8 @@ class RuntimePair:
 
     @property
     def broker(self) -> MemoryBroker:
-        """The broker all three transports share."""
-        return MemoryBroker.named(self.broker_name)
+        """The broker all three transports share (still readable after the pair closed)."""
+        return self.service_transport.broker
 
     def transport(self) -> MemoryTransport:
         """Another (unopened) transport on the same broker, e.g. for a second service."""

@@ -17,22 +17,25 @@ from typing import Any
 
 import orjson
 import pytest
-from envelope_strategies import KINDS, mutations, valid_envelopes
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from envelope_strategies import KINDS, mutations, valid_envelopes
 from llmproto_ref import EnvelopeError, decode, encode
 from llmproto_ref._schemas import schema_validator
 from llmproto_ref._validate import validate_members
 
 VECTORS = Path(__file__).resolve().parents[1] / "conformance" / "llmproto_conformance" / "vectors"
 
-#: Generated cases per kind; 6 x (100 + 350) = 2,700 in all, 2,100 of them near misses.
+#: Generated valid envelopes per kind.
 VALID_PER_KIND = 100
-MUTANTS_PER_KIND = 350
-#: The number of generated cases the oracle is documented to judge.
+#: Generated envelopes per kind that are mutated, and near misses judged per such envelope.
+MUTATED_PER_KIND = 100
+MUTANTS_PER_ENVELOPE = 6
+#: The number of generated near misses the oracle is documented to judge, at least.
 CLAIMED_CASES = 2000
-#: The least number of generated cases the whole file runs.
+#: The number of generated cases the whole file judges, at least.
 CLAIMED_TOTAL = 2500
 
 
@@ -162,25 +165,28 @@ def test_vector_judged_alike(vector: dict[str, Any] | None) -> None:
 
 
 def _count_cases(
-    strategy: SearchStrategy[dict[str, Any]], check: Callable[[dict[str, Any]], None], cases: int
+    strategy: SearchStrategy[list[dict[str, Any]]],
+    check: Callable[[dict[str, Any]], None],
+    examples: int,
 ) -> int:
-    """Run ``check`` on ``cases`` generated envelopes; how many Hypothesis really generated."""
-    seen = 0
+    """Run ``check`` on every envelope of ``examples`` generated lists; how many it judged."""
+    judged = 0
 
     # too_slow: generation speed is judged by the run time of the file, not by a health check
     # that fails on a loaded CI machine. No explain phase: it traces coverage and made a failing
     # run take twice as long, for an explanation the failure message already gives.
-    @settings(max_examples=cases, deadline=None, database=None,
+    @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow],
               phases=[phase for phase in Phase if phase is not Phase.explain])
     @given(strategy)
-    def run(envelope: dict[str, Any]) -> None:
-        nonlocal seen
-        seen += 1
-        check(envelope)
+    def run(envelopes: list[dict[str, Any]]) -> None:
+        nonlocal judged
+        for envelope in envelopes:
+            check(envelope)
+            judged += 1
 
     run()
-    return seen
+    return judged
 
 
 def _check_valid(envelope: dict[str, Any]) -> None:
@@ -197,17 +203,24 @@ def _check_valid(envelope: dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_envelopes_accepted(kind: str) -> None:
     """Generated valid envelopes pass the schema, the fast path and decode, and round-trip."""
-    assert _count_cases(valid_envelopes(kind), _check_valid, VALID_PER_KIND) >= VALID_PER_KIND
+    strategy = valid_envelopes(kind).map(lambda envelope: [envelope])
+    assert _count_cases(strategy, _check_valid, VALID_PER_KIND) >= VALID_PER_KIND
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_generated_mutants_judged_alike(kind: str) -> None:
     """Near misses of generated envelopes get the same verdict from the fast path and the schema."""
-    strategy = valid_envelopes(kind).flatmap(mutations)
-    assert _count_cases(strategy, _assert_judged_alike, MUTANTS_PER_KIND) >= MUTANTS_PER_KIND
+    strategy = valid_envelopes(kind).flatmap(
+        lambda envelope: st.lists(
+            mutations(envelope), min_size=MUTANTS_PER_ENVELOPE, max_size=MUTANTS_PER_ENVELOPE
+        )
+    )
+    expected = MUTATED_PER_KIND * MUTANTS_PER_ENVELOPE
+    assert _count_cases(strategy, _assert_judged_alike, MUTATED_PER_KIND) >= expected
 
 
 def test_generated_cases_cover_the_claim() -> None:
-    """The counted per-kind runs above add up to at least the claimed number of cases."""
-    assert len(KINDS) * MUTANTS_PER_KIND >= CLAIMED_CASES
-    assert len(KINDS) * (VALID_PER_KIND + MUTANTS_PER_KIND) >= CLAIMED_TOTAL
+    """The per-kind runs above, each counting what it judged, add up to the claimed numbers."""
+    mutants = len(KINDS) * MUTATED_PER_KIND * MUTANTS_PER_ENVELOPE
+    assert mutants >= CLAIMED_CASES
+    assert mutants + len(KINDS) * VALID_PER_KIND >= CLAIMED_TOTAL

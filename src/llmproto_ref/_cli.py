@@ -226,7 +226,33 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--root", metavar="DIR", help="repository root (default: here)")
     trace.add_argument("--json", action="store_true", help="print one JSON document")
     trace.set_defaults(run=_trace, parser=trace)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the designed-for scenarios end to end",
+        description="Run a weather service (sync call and work queue), a streaming chat service "
+        "with one stream cancelled, an event fanned out to two groups, a missed deadline and a "
+        "registry error, then print the latency split and efficiency per pattern.",
+    )
+    demo.add_argument(
+        "--transport", default="memory://demo", metavar="URL",
+        help="memory://NAME (default memory://demo), nats://HOST:PORT or amqp://USER:PASS@HOST/",
+    )  # fmt: skip
+    demo.set_defaults(run=_demo, parser=demo)
     return parser
+
+
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import anyio
+
+    from llmproto_ref._demo import run_demo
+    from llmproto_ref._transport import TransportError
+
+    try:
+        return anyio.run(run_demo, args.transport)
+    except TransportError as exc:
+        print(f"llmproto demo: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -158,7 +158,7 @@ class Client:
 
     async def request(
         self,
-        type: str,  # noqa: A002 - the protocol's own word
+        type: str,
         data: Any = None,
         *,
         timeout: float | None = None,
@@ -240,7 +240,7 @@ class Client:
 
     def stream(
         self,
-        type: str,  # noqa: A002 - the protocol's own word
+        type: str,
         data: Any = None,
         *,
         timeout: float | None = None,
@@ -302,8 +302,11 @@ class Client:
 
     # -- events --------------------------------------------------------------------------
 
-    async def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:  # noqa: A002
+    async def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:
         """Publish an event; returns the envelope sent."""
+        parent = current_request()
+        if parent is not None and "causation_id" not in members:
+            members["causation_id"] = parent.envelope.id  # [EVT-004]
         envelope = Envelope.new(
             kind=Kind.EVENT, type=type, source=self.source, data=data, **members
         )
@@ -315,7 +318,7 @@ class Client:
     async def submit(
         self,
         queue: str,
-        type: str,  # noqa: A002 - the protocol's own word
+        type: str,
         data: Any = None,
         *,
         timeout: float | None = None,
@@ -383,9 +386,17 @@ class Client:
     def _route(self, reply: Envelope) -> None:
         routed = self.correlator.route(reply)
         if routed is None:
+            ended = self.correlator.ended(reply.correlation_id or "")
+            if ended is not None:
+                kind, type_ = ended
+                pattern = Pattern.STREAM if kind is ExchangeKind.STREAM else Pattern.REQUEST
+                self.metrics.late(pattern, type_)
             return
         rid = routed.pending.exchange.request_id
         slot = self._slots.get(rid)
+        if routed.error is not None:
+            self._fail_slot(rid, slot, routed.error)
+            return
         for action, envelope in routed.steps:
             if action is Action.DROP:
                 self.metrics.late(_pattern_of(routed.pending), routed.pending.type)
@@ -407,7 +418,9 @@ class Client:
                 elif isinstance(slot, _StreamSlot):
                     slot.send.send_nowait(envelope)
         if routed.pending.exchange.terminal:
-            self._slots.pop(rid, None)
+            closing = self._slots.pop(rid, None)
+            if isinstance(closing, _StreamSlot):
+                closing.send.close()  # the stream's reader sees the end after the last item
 
     def _local(self, rid: str, event: Input, error: LlmpError) -> tuple[Pending, Action] | None:
         step = self.correlator.local(rid, event)
@@ -425,7 +438,8 @@ class Client:
                 slot.error = error
                 slot.done.set()
         elif isinstance(slot, _StreamSlot):
-            slot.send.send_nowait(error)
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                slot.send.send_nowait(error)
             slot.send.close()
         self._slots.pop(rid, None)
 
@@ -477,6 +491,8 @@ class Stream:
         if self.request is not None and self.request.id in self.client.correlator:
             with anyio.CancelScope(shield=True):
                 await self.cancel()
+        if self.receive is not None:
+            self.receive.close()
 
     @property
     def id(self) -> str:

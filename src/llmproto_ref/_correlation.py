@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from llmproto_ref._deadline import Deadline
 from llmproto_ref._envelope import Envelope, Kind
+from llmproto_ref._errors import RemoteProtocolError
 from llmproto_ref._exchange import Action, Exchange, ExchangeKind, Input
 from llmproto_ref._stream import StreamReassembler
 
@@ -42,6 +43,7 @@ class Routed:
 
     pending: Pending
     steps: tuple[tuple[Action, Envelope], ...] = field(default=())
+    error: RemoteProtocolError | None = None  #: the reply broke the exchange (e.g. a stream gap)
 
 
 class Correlator:
@@ -52,7 +54,7 @@ class Correlator:
 
     def __init__(self, *, recent: int = 4096) -> None:
         self._open: dict[str, Pending] = {}
-        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._ended: OrderedDict[str, tuple[ExchangeKind, str]] = OrderedDict()
         self._recent = recent
         self.late_dropped = 0  #: replies for exchanges that had already ended
         self.unknown_dropped = 0  #: replies matching nothing this client sent
@@ -95,7 +97,12 @@ class Correlator:
                 self.unknown_dropped += 1
             return None
         steps: list[tuple[Action, Envelope]] = []
-        ready = [reply] if pending.reassembler is None else pending.reassembler.push(reply)
+        try:
+            ready = [reply] if pending.reassembler is None else pending.reassembler.push(reply)
+        except RemoteProtocolError as exc:  # a gap the window cannot close [STR-005]
+            pending.exchange.handle(Input.ERROR)
+            self._end(pending)
+            return Routed(pending=pending, error=exc)
         for envelope in ready:
             if envelope.kind is Kind.CHUNK:
                 event = Input.FINAL_CHUNK if envelope.final else Input.CHUNK
@@ -119,6 +126,10 @@ class Correlator:
             self._end(pending)
         return pending, action
 
+    def ended(self, request_id: str) -> tuple[ExchangeKind, str] | None:
+        """Kind and type of a recently ended exchange (to attribute late messages)."""
+        return self._ended.get(request_id)
+
     def expired(self, now_ms: int) -> list[str]:
         """Ids of open exchanges whose deadline has passed at ``now_ms``."""
         return [
@@ -130,6 +141,6 @@ class Correlator:
     def _end(self, pending: Pending) -> None:
         rid = pending.exchange.request_id
         self._open.pop(rid, None)
-        self._ended[rid] = None
+        self._ended[rid] = (pending.exchange.kind, pending.type)
         if len(self._ended) > self._recent:
             self._ended.popitem(last=False)

@@ -52,9 +52,9 @@ class Envelope:
     def __init__(
         self,
         *,
-        id: str,  # noqa: A002 - the protocol's own member name
+        id: str,
         kind: Kind | str,
-        type: str,  # noqa: A002 - the protocol's own member name
+        type: str,
         source: str,
         time: str,
         llmp: str = LLMP_VERSION,
@@ -114,7 +114,7 @@ class Envelope:
         object.__setattr__(self, "_members", members)
 
     @classmethod
-    def new(cls, *, kind: Kind | str, type: str, source: str, **members: Any) -> Envelope:  # noqa: A002
+    def new(cls, *, kind: Kind | str, type: str, source: str, **members: Any) -> Envelope:
         """An envelope with a fresh UUIDv7 ``id`` and the current ``time``."""
         return cls(
             id=new_id(), time=now_timestamp(), kind=kind, type=type, source=source, **members

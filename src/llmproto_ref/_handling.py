@@ -76,6 +76,7 @@ class Event:
     """One event being handled."""
 
     envelope: Envelope
+    deadline: Deadline | None = None
 
     @property
     def data(self) -> Any:
@@ -88,21 +89,21 @@ class Event:
         return self.envelope.type
 
 
-_CURRENT: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[Request | Event | None] = contextvars.ContextVar(
     "llmproto_current_request", default=None
 )
 
 
-def current_request() -> Request | None:
-    """The request whose handler is running in this task, if any."""
+def current_request() -> Request | Event | None:
+    """The request or event whose handler is running in this task, if any."""
     return _CURRENT.get()
 
 
-def enter_request(request: Request) -> contextvars.Token[Request | None]:
-    """Make ``request`` the current one (the service does this around a handler)."""
-    return _CURRENT.set(request)
+def enter_request(handled: Request | Event) -> contextvars.Token[Request | Event | None]:
+    """Make ``handled`` the current one (the service does this around a handler)."""
+    return _CURRENT.set(handled)
 
 
-def leave_request(token: contextvars.Token[Request | None]) -> None:
+def leave_request(token: contextvars.Token[Request | Event | None]) -> None:
     """Undo :func:`enter_request`."""
     _CURRENT.reset(token)

@@ -379,7 +379,7 @@ class MemoryTransport:
         body: bytes,
         *,
         reply_to: str,
-        message_id: str,  # noqa: A002
+        message_id: str,
     ) -> None:
         """Send a request; replies go to ``reply_to`` (``""``: the request has none).
 
@@ -410,7 +410,7 @@ class MemoryTransport:
 
     # -- cancels and events ----------------------------------------------------------------------
 
-    async def publish_cancel(self, type: str, body: bytes) -> None:  # noqa: A002
+    async def publish_cancel(self, type: str, body: bytes) -> None:
         """Broadcast a cancel to every ``serve_cancels`` subscription matching ``type``."""
         validate_queue_name(type)
         body = self._checked(body)
@@ -423,7 +423,7 @@ class MemoryTransport:
         broker = await self._open_broker()
         return broker.subscribe("cancel", type_pattern, None, self._subscriptions)
 
-    async def publish_event(self, type: str, body: bytes) -> None:  # noqa: A002
+    async def publish_event(self, type: str, body: bytes) -> None:
         """Publish an event: each ungrouped match and one member of each group gets it."""
         validate_queue_name(type)
         body = self._checked(body)

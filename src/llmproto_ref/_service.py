@@ -115,7 +115,7 @@ class Service:
         self,
         type: str,
         *,
-        thread: bool = False,  # noqa: A002 - the protocol's own word
+        thread: bool = False,
     ) -> Callable[[F], F]:
         """Register a request handler for ``type`` (a generator function streams)."""
         validate_pattern(type)

@@ -55,6 +55,7 @@ class Running:
     cancelled: bool = False  #: a cancel for this request arrived
     shutdown: bool = False  #: the service stopped it at shutdown
     chunks: int = 0  #: chunks sent so far, the next ``seq``
+    sent: list[Any] | None = None  #: the chunks' data, kept for idempotent replay
 
 
 @dataclass(slots=True, kw_only=True)
@@ -64,6 +65,7 @@ class _Outcome:
     forget_key: bool = False  #: let a later request with the same idempotency key run
     shutdown: bool = False  #: stopped by the shutdown: never ack
     in_progress: bool = False  #: the same job is running elsewhere
+    chunks: list[Any] | None = None  #: data of the chunks sent before the terminal reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +137,9 @@ class Serving:
         except EnvelopeError as exc:
             await self._reject(delivery, exc)
             return
+        if request.kind is Kind.ERROR:
+            self.service.stats.dropped += 1  # never answer an error: two peers could loop [RR-005]
+            return
         if request.kind is not Kind.REQUEST:
             self.service.stats.rejected += 1
             misdirected = _Attempt(
@@ -148,10 +153,10 @@ class Serving:
                 ),
             )
             return
-        attempt = _Attempt(
-            pattern=Pattern.REQUEST, reply_to=request.reply_to, received_us=received_us
-        )
-        self.service.metrics.sent(Pattern.REQUEST, request.type)
+        reg = self.service.registration(request.type)
+        pattern = Pattern.STREAM if reg is not None and reg.streaming else Pattern.REQUEST
+        attempt = _Attempt(pattern=pattern, reply_to=request.reply_to, received_us=received_us)
+        self.service.metrics.sent(pattern, request.type)
         await self._execute(request, attempt)
 
     async def _execute(
@@ -214,22 +219,35 @@ class Serving:
                 ),
             )
             return _Outcome(reply=reply)
-        outcome = await self._run(reg, request, deadline, attempt)
-        if outcome.forget_key or outcome.reply is None:
+        outcome = await self._run(reg, request, deadline, attempt, record=True)
+        if outcome.forget_key or outcome.reply is None or outcome.chunks is None:
             svc.idempotency.forget(request.source, key)
         else:
-            svc.idempotency.finish(request.source, key, outcome.reply.to_dict(), now_ms())
+            record = {"terminal": outcome.reply.to_dict(), "chunks": outcome.chunks}
+            svc.idempotency.finish(request.source, key, record, now_ms())
         return outcome
 
     async def _replay(
         self, request: Envelope, stored: Mapping[str, Any], attempt: _Attempt
     ) -> _Outcome:
-        """Answer a duplicate with the stored terminal reply, without running [IDEM-001]."""
-        members = {k: v for k, v in stored.items() if k not in _ENVELOPE_HEADER}
+        """Answer a duplicate with the stored outcome, without running [IDEM-001].
+
+        A stream is replayed whole: every chunk, then the terminal message [IDEM-006]; the
+        replies carry this request's correlation and timing, not the first exchange's.
+        """
+        source = self.service.source
+        for seq, data in enumerate(stored["chunks"]):
+            await self._send(attempt.reply_to, Envelope.new(
+                kind=Kind.CHUNK, type=request.type, source=source, correlation_id=request.id,
+                seq=seq, data=data,
+            ))  # fmt: skip
+        terminal = stored["terminal"]
+        members = {k: v for k, v in terminal.items() if k not in _ENVELOPE_HEADER}
+        members["timing"] = reply_timing(request, attempt.received_us, now_us())
         reply = Envelope.new(
-            kind=stored["kind"],
+            kind=terminal["kind"],
             type=request.type,
-            source=self.service.source,
+            source=source,
             correlation_id=request.id,
             **members,
         )
@@ -243,13 +261,20 @@ class Serving:
         return _Outcome(reply=reply)
 
     async def _run(
-        self, reg: Registration, request: Envelope, deadline: Deadline | None, attempt: _Attempt
+        self,
+        reg: Registration,
+        request: Envelope,
+        deadline: Deadline | None,
+        attempt: _Attempt,
+        *,
+        record: bool = False,
     ) -> _Outcome:
+        """Run the handler and answer; ``record`` keeps streamed chunks for a later replay."""
         scope = anyio.CancelScope()
         if deadline is not None:
             scope.deadline = anyio.current_time() + deadline.remaining_ms(now_ms()) / 1000
         exchange = Exchange(ExchangeKind.SERVE, request.id)
-        running = Running(exchange=exchange, scope=scope)
+        running = Running(exchange=exchange, scope=scope, sent=[] if record else None)
         self.running[request.id] = running
         context = Request(
             envelope=request, deadline=deadline, delivery_count=attempt.delivery_count
@@ -278,7 +303,11 @@ class Serving:
             return await self._stopped(request, running, attempt, seq)
         if failure is not None:
             return await self._failed(request, exchange, attempt, failure, seq)
-        return await self._completed(reg, request, exchange, attempt, running=running, value=value)
+        outcome = await self._completed(
+            reg, request, exchange, attempt, running=running, value=value
+        )
+        outcome.chunks = running.sent
+        return outcome
 
     async def _call_handler(
         self, reg: Registration, context: Request, running: Running, reply_to: str | None
@@ -414,9 +443,11 @@ class Serving:
                 seq=running.chunks,
                 data=item,
             )
-            running.chunks += 1
             if not await self._send(reply_to, chunk):
                 raise ExchangeError(ErrorCode.INTERNAL, "a chunk is not JSON or too large")
+            running.chunks += 1  # only a chunk that went out takes a seq [STR-002]
+            if running.sent is not None:
+                running.sent.append(item)
         return None
 
     def on_cancel(self, delivery: Delivery) -> None:
@@ -453,11 +484,14 @@ class Serving:
         if event.deadline is not None and Deadline.from_timestamp(event.deadline).expired(now_ms()):
             svc.metrics.failed(Pattern.EVENT, event.type, str(ErrorCode.DEADLINE_EXCEEDED))
             return
+        deadline = Deadline.from_timestamp(event.deadline) if event.deadline else None
+        context = Event(envelope=event, deadline=deadline)
+        token = enter_request(context)  # downstream calls inherit deadline and cause [DL-003]
         try:
             if reg.thread:
-                await anyio.to_thread.run_sync(reg.function, Event(envelope=event))
+                await anyio.to_thread.run_sync(reg.function, context)
             else:
-                result = reg.function(Event(envelope=event))
+                result = reg.function(context)
                 if inspect.isawaitable(result):
                     await result
         except Exception as exc:  # noqa: BLE001 - a handler bug must not crash the service
@@ -466,6 +500,8 @@ class Serving:
             code = exc.code if isinstance(exc, LlmpError) else ErrorCode.INTERNAL
             svc.metrics.failed(Pattern.EVENT, event.type, str(code))
             return
+        finally:
+            leave_request(token)
         svc.metrics.succeeded(Pattern.EVENT, event.type)
 
     # -- work-queue jobs -------------------------------------------------------------

@@ -80,19 +80,19 @@ class SyncClient:
         """The underlying client's metrics; calls made here count under ``sync``."""
         return self._parts()[1].metrics
 
-    def request(self, type: str, data: Any = None, **options: Any) -> Envelope:  # noqa: A002
+    def request(self, type: str, data: Any = None, **options: Any) -> Envelope:
         """Send a request and block until its terminal reply (see Client.request)."""
         portal, client = self._parts()
         return portal.call(
             functools.partial(client.request, type, data, _pattern=Pattern.SYNC, **options)
         )
 
-    def stream(self, type: str, data: Any = None, **options: Any) -> SyncStream:  # noqa: A002
+    def stream(self, type: str, data: Any = None, **options: Any) -> SyncStream:
         """A streamed request; use ``with`` and iterate it."""
         portal, client = self._parts()
         return SyncStream(portal, client.stream(type, data, **options))
 
-    def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:  # noqa: A002
+    def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:
         """Publish an event."""
         portal, client = self._parts()
         return portal.call(functools.partial(client.publish, type, data, **members))
@@ -102,7 +102,7 @@ class SyncClient:
         queue: str,
         type: str,
         data: Any = None,
-        **options: Any,  # noqa: A002
+        **options: Any,
     ) -> SyncJobHandle:
         """Put a job on a work queue; returns once the broker confirmed it."""
         portal, client = self._parts()

@@ -215,7 +215,7 @@ class Transport(Protocol):
         body: bytes,
         *,
         reply_to: str,
-        message_id: str,  # noqa: A002
+        message_id: str,
     ) -> None:
         """Send a request for ``type``; replies go to ``reply_to``.
 
@@ -231,13 +231,13 @@ class Transport(Protocol):
     async def send_reply(self, address: str, body: bytes) -> None:
         """Send a reply (response, error, chunk) to a reply address."""
 
-    async def publish_cancel(self, type: str, body: bytes) -> None:  # noqa: A002
+    async def publish_cancel(self, type: str, body: bytes) -> None:
         """Broadcast a cancel to every instance serving ``type``."""
 
     async def serve_cancels(self, type_pattern: str) -> Subscription:
         """Receive every cancel for types matching ``type_pattern`` (no group)."""
 
-    async def publish_event(self, type: str, body: bytes) -> None:  # noqa: A002
+    async def publish_event(self, type: str, body: bytes) -> None:
         """Publish an event; every subscriber group receives it once."""
 
     async def subscribe_events(self, pattern: str, *, group: str | None = None) -> Subscription:
@@ -260,6 +260,7 @@ class Transport(Protocol):
 
 _TOKEN = r"[A-Za-z0-9_-]{1,64}"
 _NAME = re.compile(rf"^{_TOKEN}(\.{_TOKEN}){{0,15}}$(?!\n)")
+_NAME_MAX = 255  # the envelope's type grammar, and AMQP's short-string limit
 _PATTERN_TOKEN = re.compile(rf"^(?:{_TOKEN}|\*|>)$(?!\n)")
 
 
@@ -268,7 +269,7 @@ def validate_queue_name(name: str) -> None:
 
     :raises TransportError: ``INVALID_PARAMS`` for a malformed name.
     """
-    if _NAME.search(name) is None:
+    if len(name) > _NAME_MAX or _NAME.search(name) is None:
         raise TransportError(ErrorCode.INVALID_PARAMS, f"malformed queue or type name {name!r}")
 
 
@@ -278,7 +279,11 @@ def validate_pattern(pattern: str) -> None:
     :raises TransportError: ``INVALID_PARAMS`` for a malformed pattern.
     """
     tokens = pattern.split(".")
-    if not 1 <= len(tokens) <= 16 or any(_PATTERN_TOKEN.search(t) is None for t in tokens):
+    if (
+        len(pattern) > _NAME_MAX
+        or not 1 <= len(tokens) <= 16
+        or any(_PATTERN_TOKEN.search(t) is None for t in tokens)
+    ):
         raise TransportError(ErrorCode.INVALID_PARAMS, f"malformed pattern {pattern!r}")
     if ">" in tokens[:-1]:
         raise TransportError(ErrorCode.INVALID_PARAMS, f"'>' must be the last token: {pattern!r}")
