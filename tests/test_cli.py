@@ -194,3 +194,30 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert (0, f"llmproto {__version__}\n") == (info.value.code, capsys.readouterr().out)
+
+
+def test_demo_runs_every_scenario_on_memory() -> None:
+    """``llmproto demo`` runs the four scenarios on memory:// and exits 0 well under 30 s."""
+    done = subprocess.run(
+        [sys.executable, "-m", "llmproto_ref._cli", "demo"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert 0 == done.returncode, done.stdout + done.stderr
+    for marker in (
+        "(a) weather.get",
+        "(b) llm.chat",
+        "(c) device.lamp-7.state",
+        "(d) a request",
+        "DEADLINE_EXCEEDED",
+        "CONTEXT_LENGTH_EXCEEDED",
+        "all scenarios ran as designed",
+    ):
+        assert marker in done.stdout
+    for pattern in ("sync", "queue", "stream", "request", "event"):
+        assert f"  {pattern} " in done.stdout  # a metrics row with the L split and eta
+
+
+def test_demo_on_an_unknown_scheme_fails_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    """A transport URL llmproto cannot open ends the demo with status 1 and says why."""
+    assert 1 == main(["demo", "--transport", "carrier-pigeon://coop"])
+    assert "memory://" in capsys.readouterr().err

@@ -32,7 +32,7 @@ VECTORS = Path(__file__).resolve().parents[1] / "conformance" / "llmproto_confor
 VALID_PER_KIND = 100
 #: Generated envelopes per kind that are mutated, and near misses judged per such envelope.
 MUTATED_PER_KIND = 100
-MUTANTS_PER_ENVELOPE = 6
+MUTANTS_PER_ENVELOPE = 24
 #: The number of generated near misses the oracle is documented to judge, at least.
 CLAIMED_CASES = 2000
 #: The number of generated cases the whole file judges, at least.

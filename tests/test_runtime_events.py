@@ -14,6 +14,7 @@ from llmproto_ref import (
     Event,
     ExchangeError,
     Pattern,
+    Request,
     Service,
     encode,
 )
@@ -159,3 +160,27 @@ async def test_malformed_event_bytes_are_dropped_and_counted() -> None:
         with anyio.fail_after(WAIT):
             await eventually(lambda: pair.service.stats.dropped == 2 and handled == ["ok"])
     assert 0 == pair.service.stats.rejected
+
+
+async def test_event_published_by_a_handler_records_its_causation() -> None:
+    """An event a request handler publishes carries the request's id as causation_id."""
+    pair = RuntimePair()
+    causes: list[str | None] = []
+    handled: list[str] = []
+
+    @pair.service.handler("t.order")
+    async def order(request: Request) -> Any:
+        handled.append(request.envelope.id)
+        await pair.client.publish("e.order.placed", request.data)
+        return "ok"
+
+    @pair.service.on_event("e.order.placed")
+    async def on_placed(event: Event) -> None:
+        causes.append(event.envelope.causation_id)
+
+    async with pair:
+        with anyio.fail_after(WAIT):
+            await pair.client.request("t.order", 1)
+            await pair.client.publish("e.order.placed", 2)
+            await eventually(lambda: len(causes) == 2)
+    assert [handled[0], None] == sorted(causes, key=lambda cause: cause is None)

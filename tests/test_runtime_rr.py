@@ -210,6 +210,8 @@ async def test_late_reply_after_timeout_is_dropped_and_counted() -> None:
             await eventually(lambda: pair.client.correlator.late_dropped == 1)
         assert (0, 0, 0) == (pair.client.pending, pair.client.correlator.unknown_dropped,
                              pair.client.malformed_replies)
+        figures = pair.client.metrics.snapshot()["request"]["t.raw"]
+        assert (1, {"DEADLINE_EXCEEDED": 1}) == (figures["late_dropped"], figures["failed"])
 
 
 async def test_reply_racing_the_deadline_has_exactly_one_outcome() -> None:
@@ -532,8 +534,6 @@ async def test_cancelled_caller_sends_cancel_and_handler_stops() -> None:
         assert 0 == pair.service.stats.late_cancels
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: a cancel that arrives before its handler "
-                   "started is counted as late and the handler still runs")
 async def test_cancel_before_the_handler_started_stops_it() -> None:
     """A request cancelled while it waits for a free slot is never run to completion."""
     pair = RuntimePair(max_concurrency=1)

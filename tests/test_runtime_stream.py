@@ -29,11 +29,6 @@ from runtime_pair import WAIT, RuntimePair, eventually
 
 pytestmark = [
     pytest.mark.anyio,
-    # Runtime bugs (reported; remove this filter once fixed): a completed Stream never closes its
-    # memory object streams, and the service never closes a handler generator that yielded
-    # Final, so both are garbage collected with a ResourceWarning. The xfail tests at the end
-    # of this module check each leak on its own.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
 ]
 
 
@@ -149,6 +144,7 @@ async def test_cancel_half_way_stops_the_handler_and_drops_late_chunks(how: str)
         assert [(Kind.CANCEL, rid)] == [
             (c.kind, c.correlation_id) for c in map(decode, pair.client_transport.cancels)]
         assert 0 == pair.service.stats.late_cancels
+        assert 2 == pair.client.metrics.snapshot()["stream"]["t.endless"]["late_dropped"]
 
 
 async def test_cancel_racing_the_last_chunk_has_exactly_one_outcome() -> None:
@@ -281,8 +277,6 @@ async def test_stream_ending_by_deadline(sent: tuple[int, ...], code: ErrorCode)
             assert isinstance(caught.value, RemoteProtocolError)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: StreamReassembler's STREAM_INTERRUPTED "
-                   "escapes Client._read_replies and kills the client")
 async def test_gap_beyond_the_window_interrupts_the_stream_not_the_client() -> None:
     """A chunk far beyond the reassembly window ends that stream, not the client."""
     pair = RuntimePair()
@@ -344,8 +338,6 @@ async def test_plain_handler_completes_a_stream_with_zero_chunks() -> None:
     assert 0 == pair.client.pending
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: a completed Stream leaves its memory "
-                   "object streams open (ResourceWarning when collected)")
 async def test_completed_stream_closes_its_memory_streams() -> None:
     """After a stream completed and its block was left, its reply buffer is closed."""
     pair = RuntimePair()
@@ -364,8 +356,6 @@ async def test_completed_stream_closes_its_memory_streams() -> None:
     assert (0, 0) == (stats.open_send_streams, stats.open_receive_streams)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime bug: the service does not aclose() a streaming "
-                   "handler's generator when it yields Final")
 async def test_streaming_handler_is_closed_while_its_request_runs() -> None:
     """A generator that yielded Final is closed by the service before the exchange ends."""
     pair = RuntimePair()
@@ -391,10 +381,6 @@ async def test_breaking_out_of_a_stream_leaves_no_generator_behind(
     anyio_backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Leaving ``async for`` early and then the block leaves no unclosed async generator."""
-    if anyio_backend == "trio":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="runtime bug: Stream.__aiter__ hands out an async generator that "
-            "nobody closes after a break (trio warns when it is collected)"))
     pair = RuntimePair()
 
     @pair.service.handler("t.many")

@@ -24,19 +24,13 @@ from llmproto_ref import (
     SyncClient,
 )
 
-pytestmark = [
-    # A completed Stream leaves its memory object streams open (runtime bug, reported and
-    # checked by an xfail in test_runtime_stream.py); remove this filter once it is fixed.
-    pytest.mark.filterwarnings("ignore::ResourceWarning"),
-]
-
 WAIT = 3.0
 SOURCE = "llmp://tests/sync-client"
 
 
 @pytest.fixture(autouse=True)
 def _collect_garbage() -> Iterator[None]:
-    """Collect each test's garbage inside the test, under the ResourceWarning filter above."""
+    """Collect each test's garbage inside the test, so a leak fails the test that made it."""
     yield
     gc.collect()
 

@@ -9,12 +9,12 @@ import re
 import shutil
 from typing import Any
 
-import llmproto_conformance._vectors as vectors_module
 import pytest
 from jsonschema import Draft202012Validator
-from llmproto_conformance import Vector, judge, load_vectors, vector_dir
 
+import llmproto_conformance._vectors as vectors_module
 import llmproto_ref
+from llmproto_conformance import Vector, judge, load_vectors, vector_dir
 from llmproto_ref import EnvelopeError, ErrorCode, Kind
 
 VECTORS = load_vectors()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -505,49 +505,54 @@ class Stream:
         """Stop the stream now; chunks still in flight are dropped and counted [CAN-002]."""
         return await self.client.cancel(self.id, reason=reason)
 
-    def __aiter__(self) -> AsyncIterator[Envelope]:
-        return self._chunks()
+    def __aiter__(self) -> Stream:
+        return self
 
-    async def _chunks(self) -> AsyncIterator[Envelope]:
+    async def __anext__(self) -> Envelope:
+        """The next chunk in ``seq`` order; ends after the terminal message.
+
+        :raises ExchangeError: for an error reply or the deadline.
+        :raises RemoteProtocolError: ``STREAM_INTERRUPTED`` for a gap that never closed.
+        """
         if self.receive is None or self.due is None:
             raise RuntimeError("the stream is not open: use it with 'async with'")
+        if self.result is not None:
+            raise StopAsyncIteration
         metrics, type_ = self.client.metrics, self.type
-        while True:
-            item: Envelope | LlmpError | None = None
-            with anyio.move_on_after(self.due.remaining_ms(now_ms()) / 1000):
-                try:
-                    item = await self.receive.receive()
-                except anyio.EndOfStream:
-                    return
-            if item is None:
-                pending = self.client.correlator.get(self.id)
-                gap = pending.reassembler if pending is not None else None
-                error: LlmpError = (
-                    gap.interrupted()
-                    if gap is not None and gap.has_gap
-                    else ExchangeError(
-                        ErrorCode.DEADLINE_EXCEEDED,
-                        f"stream {type_} did not finish before its deadline",
-                    )
+        item: Envelope | LlmpError | None = None
+        with anyio.move_on_after(self.due.remaining_ms(now_ms()) / 1000):
+            try:
+                item = await self.receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None
+        if item is None:
+            pending = self.client.correlator.get(self.id)
+            gap = pending.reassembler if pending is not None else None
+            error: LlmpError = (
+                gap.interrupted()
+                if gap is not None and gap.has_gap
+                else ExchangeError(
+                    ErrorCode.DEADLINE_EXCEEDED,
+                    f"stream {type_} did not finish before its deadline",
                 )
-                self.client._local(self.id, Input.DEADLINE, error)  # noqa: SLF001
-                metrics.failed(Pattern.STREAM, type_, str(error.code))
-                raise error
-            if isinstance(item, LlmpError):
-                metrics.failed(Pattern.STREAM, type_, str(item.code))
-                raise item
-            if item.kind is Kind.CHUNK and not item.final:
-                self.chunks += 1
-                yield item
-                continue
-            self.result = item
-            metrics.succeeded(
-                Pattern.STREAM,
-                type_,
-                latency_ms=(now_us() - self.call_us) / 1000,
-                timing=item.timing,
             )
-            return
+            self.client._local(self.id, Input.DEADLINE, error)  # noqa: SLF001
+            metrics.failed(Pattern.STREAM, type_, str(error.code))
+            raise error
+        if isinstance(item, LlmpError):
+            metrics.failed(Pattern.STREAM, type_, str(item.code))
+            raise item
+        if item.kind is Kind.CHUNK and not item.final:
+            self.chunks += 1
+            return item
+        self.result = item
+        metrics.succeeded(
+            Pattern.STREAM,
+            type_,
+            latency_ms=(now_us() - self.call_us) / 1000,
+            timing=item.timing,
+        )
+        raise StopAsyncIteration
 
 
 class JobHandle:

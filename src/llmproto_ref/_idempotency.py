@@ -25,8 +25,9 @@ __all__ = ("Claim", "IdempotencyStore", "request_digest")
 
 def request_digest(envelope: Envelope) -> str:
     """What makes two requests "the same content": type and payload, key order ignored."""
-    payload: Any = envelope.data_base64 if envelope.has("data_base64") else envelope.data
-    body = orjson.dumps([envelope.type, payload], option=orjson.OPT_SORT_KEYS)
+    member = "data_base64" if envelope.has("data_base64") else "data"
+    payload: Any = envelope.members.get(member)
+    body = orjson.dumps([envelope.type, member, payload], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(body).hexdigest()
 
 

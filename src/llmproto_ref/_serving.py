@@ -12,8 +12,10 @@ outcome was sent [WQ-003].
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +90,8 @@ class Serving:
         self.limits = limits
         self.understood = understood
         self.running: dict[str, Running] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  #: recently ended request ids
+        self._early_cancels: OrderedDict[str, None] = OrderedDict()  #: cancelled before start
 
     # -- sending ---------------------------------------------------------------------
 
@@ -270,10 +274,17 @@ class Serving:
         record: bool = False,
     ) -> _Outcome:
         """Run the handler and answer; ``record`` keeps streamed chunks for a later replay."""
+        exchange = Exchange(ExchangeKind.SERVE, request.id)
+        if self._early_cancels.pop(request.id, False) is None:  # cancelled while it waited
+            exchange.handle(Input.CANCEL)
+            _remember(self._finished, request.id)
+            reply = await self._answer_error(
+                request, attempt, ExchangeError(ErrorCode.CANCELLED, "cancelled before it started")
+            )
+            return _Outcome(reply=reply, forget_key=True)
         scope = anyio.CancelScope()
         if deadline is not None:
             scope.deadline = anyio.current_time() + deadline.remaining_ms(now_ms()) / 1000
-        exchange = Exchange(ExchangeKind.SERVE, request.id)
         running = Running(exchange=exchange, scope=scope, sent=[] if record else None)
         self.running[request.id] = running
         context = Request(
@@ -298,6 +309,7 @@ class Serving:
         finally:
             leave_request(token)
             self.running.pop(request.id, None)
+            _remember(self._finished, request.id)
         seq = running.chunks if reg.streaming else None
         if scope.cancel_called:
             return await self._stopped(request, running, attempt, seq)
@@ -426,11 +438,21 @@ class Serving:
     ) -> Any:
         """Run a generator handler, sending each item as a chunk; return its Final, if any."""
         request = context.envelope
-        items: AsyncIterator[Any] = (
+        items: AsyncGenerator[Any, None] = (
             reg.function(context)
             if inspect.isasyncgenfunction(reg.function)
             else _threaded(reg.function(context))
         )
+        async with contextlib.aclosing(items):  # the handler's finally runs while it is current
+            return await self._send_chunks(items, request, running, reply_to)
+
+    async def _send_chunks(
+        self,
+        items: AsyncGenerator[Any, None],
+        request: Envelope,
+        running: Running,
+        reply_to: str | None,
+    ) -> Any:
         async for item in items:
             if isinstance(item, Final):
                 return item
@@ -460,12 +482,15 @@ class Serving:
         if cancel.kind is not Kind.CANCEL or cancel.correlation_id is None:
             self.service.stats.dropped += 1
             return
-        running = self.running.get(cancel.correlation_id)
-        if running is None:
-            self.service.stats.late_cancels += 1  # ended already, or another instance's
-            return
-        running.cancelled = True
-        running.scope.cancel()
+        rid = cancel.correlation_id
+        running = self.running.get(rid)
+        if running is not None:
+            running.cancelled = True
+            running.scope.cancel()
+        elif rid in self._finished:
+            self.service.stats.late_cancels += 1  # the exchange already ended here
+        else:  # not started yet (waiting for a slot), or another instance's request
+            _remember(self._early_cancels, rid)
 
     # -- events ----------------------------------------------------------------------
 
@@ -549,9 +574,19 @@ class Serving:
             await job.nack(delay_ms=_backoff_ms(job.delivery_count))
         elif outcome.retry:
             svc.stats.dead_lettered += 1
-            await job.terminate(reason="max_deliveries")
+            await job.terminate(reason="max_deliveries")  # recorded as terminated: ... [TRN-018]
         else:
             await job.ack()
+
+
+_REMEMBERED = 4096
+
+
+def _remember(ids: OrderedDict[str, None], rid: str) -> None:
+    """Keep ``rid`` in a bounded, oldest-out record."""
+    ids[rid] = None
+    if len(ids) > _REMEMBERED:
+        ids.popitem(last=False)
 
 
 def _backoff_ms(delivery_count: int) -> int:
@@ -584,10 +619,14 @@ class _LeaseKeeper:
                 return
 
 
-async def _threaded(generator: Iterator[Any]) -> AsyncIterator[Any]:
-    """Drive a plain generator in a worker thread, one item at a time."""
-    while True:
-        item = await anyio.to_thread.run_sync(next, generator, _DONE, abandon_on_cancel=True)
-        if item is _DONE:
-            return
-        yield item
+async def _threaded(generator: Generator[Any, None, None]) -> AsyncGenerator[Any, None]:
+    """Drive a plain generator in a worker thread, one item at a time; close it at the end."""
+    try:
+        while True:
+            item = await anyio.to_thread.run_sync(next, generator, _DONE, abandon_on_cancel=True)
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(generator.close, abandon_on_cancel=True)

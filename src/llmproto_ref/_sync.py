@@ -76,6 +76,11 @@ class SyncClient:
         return self._portal, self._client
 
     @property
+    def portal(self) -> BlockingPortal:
+        """The portal whose event loop runs this client (private or the one given)."""
+        return self._parts()[0]
+
+    @property
     def metrics(self) -> Metrics:
         """The underlying client's metrics; calls made here count under ``sync``."""
         return self._parts()[1].metrics
