@@ -21,6 +21,7 @@ PACKAGES = ("llmproto_ref", "llmproto_conformance")
 INTERNAL_MODULES = {
     "llmproto_ref._cli": "the console script's module; its API is the command line",
     "llmproto_ref._demo": "behind `llmproto demo`; its API is the command line",
+    "llmproto_ref._pool": "the service's reusable handler tasks; Service is the API",
     "llmproto_ref._schemas": "jsonschema validators for tests and tools, off the hot path",
     "llmproto_ref._strictjson": "the codec's byte-level reader; decode() is the API",
     "llmproto_ref._validate": "the fast-path validator; Envelope and decode() are the API",

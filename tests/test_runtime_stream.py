@@ -378,7 +378,7 @@ async def test_streaming_handler_is_closed_while_its_request_runs() -> None:
 
 
 async def test_breaking_out_of_a_stream_leaves_no_generator_behind(
-    anyio_backend: str, request: pytest.FixtureRequest
+    anyio_backend: str,
 ) -> None:
     """Leaving ``async for`` early and then the block leaves no unclosed async generator."""
     pair = RuntimePair()

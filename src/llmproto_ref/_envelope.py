@@ -80,36 +80,57 @@ class Envelope:
         critical: list[str] | tuple[str, ...] | None = None,
         ext: Mapping[str, Any] | None = None,
     ) -> None:
-        given = {
+        members: dict[str, Any] = {
             "llmp": llmp,
             "id": id,
-            "kind": str(kind),
+            "kind": kind.value if isinstance(kind, Kind) else kind,
             "type": type,
             "source": source,
             "time": time,
-            "correlation_id": correlation_id,
-            "causation_id": causation_id,
-            "reply_to": reply_to,
-            "deadline": deadline,
-            "idempotency_key": idempotency_key,
-            "seq": seq,
-            "final": final,
-            "finish_reason": finish_reason,
-            "usage": usage,
-            "content_type": content_type,
-            "dataschema": dataschema,
-            "data": data,
-            "data_base64": data_base64,
-            "error": error,
-            "trace": trace,
-            "timing": timing,
-            "auth": auth,
-            "sig": sig,
-            "enc": enc,
-            "critical": critical,
-            "ext": ext,
         }
-        members = {k: _plain(v) for k, v in given.items() if v is not None}
+        # One test per optional member, in schema order: this runs for every message sent.
+        if correlation_id is not None:
+            members["correlation_id"] = correlation_id
+        if causation_id is not None:
+            members["causation_id"] = causation_id
+        if reply_to is not None:
+            members["reply_to"] = reply_to
+        if deadline is not None:
+            members["deadline"] = deadline
+        if idempotency_key is not None:
+            members["idempotency_key"] = idempotency_key
+        if seq is not None:
+            members["seq"] = seq
+        if final is not None:
+            members["final"] = final
+        if finish_reason is not None:
+            members["finish_reason"] = finish_reason
+        if usage is not None:
+            members["usage"] = _plain(usage)
+        if content_type is not None:
+            members["content_type"] = content_type
+        if dataschema is not None:
+            members["dataschema"] = dataschema
+        if data is not None:
+            members["data"] = _plain(data)
+        if data_base64 is not None:
+            members["data_base64"] = data_base64
+        if error is not None:
+            members["error"] = _plain(error)
+        if trace is not None:
+            members["trace"] = _plain(trace)
+        if timing is not None:
+            members["timing"] = _plain(timing)
+        if auth is not None:
+            members["auth"] = _plain(auth)
+        if sig is not None:
+            members["sig"] = _plain(sig)
+        if enc is not None:
+            members["enc"] = _plain(enc)
+        if critical is not None:
+            members["critical"] = _plain(critical)
+        if ext is not None:
+            members["ext"] = _plain(ext)
         validate_members(members)
         object.__setattr__(self, "_members", members)
 
@@ -318,6 +339,8 @@ class Envelope:
 
 def _plain(value: Any) -> Any:
     """Turn read-only views and tuples given by callers into plain JSON containers."""
+    if type(value) is dict or type(value) is list:
+        return value  # the common case: nothing to convert at the top
     if isinstance(value, Mapping) and not isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, tuple):

@@ -13,8 +13,9 @@ acked, so the broker delivers them again.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from llmproto_ref._clock import now_us
 from llmproto_ref._idempotency import IdempotencyStore
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics
+from llmproto_ref._pool import TaskPool
 from llmproto_ref._serving import Running, Serving
 from llmproto_ref._transport import (
     Consumer,
@@ -98,7 +100,7 @@ class Service:
         self.metrics = Metrics()
         self.stats = ServiceStats()
         self.idempotency = idempotency or IdempotencyStore()
-        self._limiter = anyio.Semaphore(max_concurrency)
+        self._pool = TaskPool(max_concurrency)
         self._handlers: dict[str, Registration] = {}
         self._events: list[Registration] = []
         self._workers: list[Registration] = []
@@ -106,8 +108,6 @@ class Service:
         self._intake: TaskGroup | None = None
         self._work: TaskGroup | None = None
         self._closing: list[Subscription | Consumer] = []
-        self._idle = anyio.Event()
-        self._active = 0
 
     # -- registration ----------------------------------------------------------------
 
@@ -192,6 +192,7 @@ class Service:
     async def __aenter__(self) -> Service:
         self._work = anyio.create_task_group()
         await self._work.__aenter__()
+        await self._pool.__aenter__()
         self._intake = anyio.create_task_group()
         await self._intake.__aenter__()
         for reg in self._handlers.values():
@@ -222,10 +223,10 @@ class Service:
             return
         self._intake.cancel_scope.cancel()  # stop taking new work first
         await self._intake.__aexit__(None, None, None)
-        if self._active:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.grace):
-                await self._idle.wait()
+        with anyio.CancelScope(shield=True):
+            await self._pool.wait_drained(self.grace)
         self._serving.stop_all()
+        await self._pool.__aexit__(None, None, None)
         await self._work.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True):
             for closable in self._closing:
@@ -243,51 +244,19 @@ class Service:
 
     # -- intake loops ----------------------------------------------------------------
 
-    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        if self._work is None:
-            raise RuntimeError("the service is not running: use it with 'async with'")
-        self._active += 1
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-
-        async def tracked() -> None:
-            try:
-                await job()
-            finally:
-                self._active -= 1
-                if self._active == 0:
-                    self._idle.set()
-
-        self._work.start_soon(tracked)
-
     async def _take_requests(self, requests: Subscription) -> None:
+        on_request = self._serving.on_request
         async for delivery in requests:
-            received = now_us()
-            await self._limiter.acquire()
-
-            async def handle(d: Any = delivery, r: int = received) -> None:
-                try:
-                    await self._serving.on_request(d, r)
-                finally:
-                    self._limiter.release()
-
-            self._spawn(handle)
+            await self._pool.submit(functools.partial(on_request, delivery, now_us()))
 
     async def _take_cancels(self, cancels: Subscription) -> None:
         async for delivery in cancels:
             self._serving.on_cancel(delivery)
 
     async def _take_events(self, reg: Registration, events: Subscription) -> None:
+        on_event = self._serving.on_event
         async for delivery in events:
-            await self._limiter.acquire()
-
-            async def handle(d: Any = delivery) -> None:
-                try:
-                    await self._serving.on_event(reg, d)
-                finally:
-                    self._limiter.release()
-
-            self._spawn(handle)
+            await self._pool.submit(functools.partial(on_event, reg, delivery))
 
     async def _take_jobs(self, reg: Registration, consumer: Consumer) -> None:
         self._closing.append(consumer)
@@ -311,4 +280,4 @@ class Service:
                 finally:
                     slots.release()
 
-            self._spawn(handle)
+            await self._pool.submit(handle)
