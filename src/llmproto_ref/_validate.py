@@ -45,14 +45,34 @@ def _fail(pointer: str, message: str, requirement: str) -> EnvelopeError:
 Check = Callable[[Any, str], None]
 
 
-def _string(pattern: re.Pattern[str], requirement: str, what: str, max_length: int = 0) -> Check:
+def _string(
+    pattern: re.Pattern[str],
+    requirement: str,
+    what: str,
+    max_length: int = 0,
+    *,
+    remember: bool = False,
+) -> Check:
+    """A patterned string; with ``remember``, values already accepted skip the regex.
+
+    ``type``, ``source`` and ``reply_to`` repeat from message to message, so a small set of
+    accepted values saves the pattern match on most messages; the set is cleared when full.
+    """
+    accepted: set[str] = set()
+
     def check(value: Any, pointer: str) -> None:
+        if remember and type(value) is str and value in accepted:
+            return
         if type(value) is not str:
             raise _fail(pointer, f"{what} must be a string", requirement)
         if max_length and len(value) > max_length:
             raise _fail(pointer, f"{what} is longer than {max_length} characters", requirement)
         if pattern.search(value) is None:
             raise _fail(pointer, f"{what} {_show(value)} is malformed", requirement)
+        if remember:
+            if len(accepted) >= 1024:
+                accepted.clear()
+            accepted.add(value)
 
     return check
 
@@ -265,6 +285,38 @@ _check_error = _object(
 )
 
 _TRACE = _PROPS["trace"]["properties"]
+_TRACE_MEMBERS = frozenset(_TRACE)
+_TRACEPARENT = _pattern(_TRACE["traceparent"])
+_check_trace_slowly = _object(
+    {
+        "traceparent": _string(_TRACEPARENT, "ENV-029", "traceparent"),
+        "tracestate": _string(_pattern(_TRACE["tracestate"]), "ENV-029", "tracestate"),
+    },
+    "ENV-029",
+    "trace",
+    ("traceparent",),
+)
+
+
+_TRACESTATE = _pattern(_TRACE["tracestate"])
+
+
+def _check_trace(value: Any, pointer: str) -> None:
+    """The common, valid case without the generic object walk; anything else walks."""
+    if type(value) is dict and 1 <= len(value) <= 2:
+        parent = value.get("traceparent")
+        state = value.get("tracestate", "")
+        if (
+            type(parent) is str
+            and type(state) is str
+            and (len(value) == 1 or "tracestate" in value)
+            and _TRACEPARENT.search(parent) is not None
+            and (not state or _TRACESTATE.search(state) is not None)
+        ):
+            return
+    _check_trace_slowly(value, pointer)
+
+
 _TIMING = _PROPS["timing"]["properties"]
 
 #: Member name -> value check, in schema order.
@@ -272,12 +324,12 @@ MEMBERS: dict[str, Check] = {
     "llmp": _check_version,
     "id": _string(_IDENTIFIER, "ENV-011", "id"),
     "kind": _enum(frozenset(_PROPS["kind"]["enum"]), "ENV-013", "kind"),
-    "type": _string(_TYPE_NAME, "ENV-014", "type", _TYPE_MAX),
-    "source": _string(_VISIBLE, "ENV-015", "source"),
+    "type": _string(_TYPE_NAME, "ENV-014", "type", _TYPE_MAX, remember=True),
+    "source": _string(_VISIBLE, "ENV-015", "source", remember=True),
     "time": _timestamp("ENV-016", "time"),
     "correlation_id": _string(_IDENTIFIER, "ENV-017", "correlation_id"),
     "causation_id": _string(_IDENTIFIER, "ENV-018", "causation_id"),
-    "reply_to": _string(_VISIBLE, "ENV-019", "reply_to"),
+    "reply_to": _string(_VISIBLE, "ENV-019", "reply_to", remember=True),
     "deadline": _timestamp("ENV-020", "deadline"),
     "idempotency_key": _string(_pattern(_PROPS["idempotency_key"]), "ENV-021", "idempotency_key"),
     "seq": _uint53("ENV-022", "seq"),
@@ -294,15 +346,7 @@ MEMBERS: dict[str, Check] = {
     "data": lambda value, pointer: None,
     "data_base64": _string(_pattern(_PROPS["data_base64"]), "ENV-027", "data_base64"),
     "error": _check_error,
-    "trace": _object(
-        {
-            "traceparent": _string(_pattern(_TRACE["traceparent"]), "ENV-029", "traceparent"),
-            "tracestate": _string(_pattern(_TRACE["tracestate"]), "ENV-029", "tracestate"),
-        },
-        "ENV-029",
-        "trace",
-        ("traceparent",),
-    ),
+    "trace": _check_trace,
     "timing": _object(
         {name: _uint53("ENV-030", f"timing.{name}") for name in _TIMING}, "ENV-030", "timing"
     ),
