@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import calendar
-import random
 import string
 from collections.abc import Callable
 from typing import Any
@@ -515,6 +514,14 @@ def _signature(path: Path) -> tuple[str, ...]:
     return tuple(step if isinstance(step, str) else "#" for step in path)
 
 
+def _is_schema_node(path: Path) -> bool:
+    """Whether the schema constrains the node at ``path``; ext values and detail extras are free."""
+    sig = _signature(path)
+    return not (sig[0] == "ext" and len(sig) > 2) and not (
+        sig[:3] == ("error", "details", "#") and len(sig) > 3 and sig[3] != "type"
+    )
+
+
 def _nodes(doc: dict[str, Any]) -> list[tuple[Path, Any]]:
     """Every member and array item below the root, except inside ``data`` (opaque to the schema)."""
     found: list[tuple[Path, Any]] = []
@@ -534,10 +541,10 @@ def _nodes(doc: dict[str, Any]) -> list[tuple[Path, Any]]:
 def _pick(
     draw: DrawFn, doc: dict[str, Any], wanted: Callable[[Path, Any], bool]
 ) -> tuple[Path, Any] | None:
-    """One node that ``wanted`` accepts, top-level member first so big blocks do not dominate."""
+    """A schema-constrained node ``wanted`` accepts, its top-level member drawn first."""
     groups: dict[str, list[tuple[Path, Any]]] = {}
     for path, value in _nodes(doc):
-        if wanted(path, value):
+        if _is_schema_node(path) and wanted(path, value):
             groups.setdefault(str(path[0]), []).append((path, value))
     if not groups:
         return None
@@ -838,14 +845,6 @@ SAMPLE_VALUES: dict[str, Any] = {
 }
 
 
-def _is_schema_node(path: Path) -> bool:
-    """Whether the schema constrains the node at ``path``; ext values and detail extras are free."""
-    sig = _signature(path)
-    return not (sig[0] == "ext" and len(sig) > 2) and not (
-        sig[:3] == ("error", "details", "#") and len(sig) > 3 and sig[3] != "type"
-    )
-
-
 def near_misses(envelope: dict[str, Any]) -> list[dict[str, Any]]:
     """The systematic near misses of ``envelope``: each rule that can be broken in it, broken once.
 
@@ -886,8 +885,8 @@ def near_misses(envelope: dict[str, Any]) -> list[dict[str, Any]]:
                 out += [_set(doc, path, bad) for bad in _probe_timestamps(value)]
         elif isinstance(value, int | float) and not isinstance(value, bool):
             out += [_set(doc, path, number) for number in (-1, 2**53, True, 1.5)]
-        elif isinstance(value, dict) and len(path) >= 1 and path[0] != "ext":
-            out.append(_set(doc, path, {**value, "extra": 0, "Bad Name": 0}))
+        elif isinstance(value, dict) and path[0] != "ext":
+            out += [_set(doc, path, {**value, name: 0}) for name in ("extra", "Bad Name")]
         if len(path) >= 2 and path[0] not in ("ext", "usage", "timing"):
             out.append(_delete(doc, path))
     if isinstance(doc.get("usage"), dict):
@@ -913,10 +912,4 @@ def mutations(envelope: dict[str, Any]) -> SearchStrategy[dict[str, Any]]:
     characters and places). Most are invalid, some stay valid; containers are shared with
     ``envelope`` except on the path to the change, so treat the results as read-only.
     """
-    probes = near_misses(envelope)
-    # Picked by a seed so that every probe is equally likely, whatever Hypothesis's choices
-    # lean towards; the probes miss the random values, characters and places _mutant covers.
-    systematic = st.integers(0, 2**32 - 1).map(
-        lambda seed: random.Random(seed).choice(probes)  # noqa: S311 - a test case, not a secret
-    )
-    return st.one_of(systematic, _mutant(envelope))
+    return st.one_of(st.sampled_from(near_misses(envelope)), _mutant(envelope))

@@ -115,7 +115,10 @@ async def test_publish_returns_before_the_receiver_runs(transport: MemoryTranspo
 
 @pytest.mark.anyio
 async def test_request_reaches_one_member_of_each_group(transport: MemoryTransport) -> None:
-    """A request goes to exactly one member of each matching group, round robin inside one."""
+    """A request goes to exactly one member of each matching group, round robin inside one.
+
+    Requirements: TRN-005.
+    """
     a1 = await transport.serve("svc.run", group="a")
     a2 = await transport.serve("svc.run", group="a")
     b1 = await transport.serve("svc.*", group="b")
@@ -143,7 +146,10 @@ async def test_round_robin_splits_requests_evenly(transport: MemoryTransport) ->
 async def test_request_delivery_carries_reply_to_and_message_id(
     transport: MemoryTransport,
 ) -> None:
-    """The receiver gets the reply address and id even for a body it cannot parse."""
+    """The receiver gets the reply address and id even for a body it cannot parse.
+
+    Requirements: TRN-001, TRN-008.
+    """
     sub = await transport.serve("svc.run", group="g")
     inbox = await transport.open_inbox()
     await transport.send_request("svc.run", b"\xff not json", reply_to=inbox.address,
@@ -156,7 +162,10 @@ async def test_request_delivery_carries_reply_to_and_message_id(
 
 @pytest.mark.anyio
 async def test_no_responders_raises_at_once(transport: MemoryTransport) -> None:
-    """A request nobody serves fails with NO_RESPONDERS instead of waiting."""
+    """A request nobody serves fails with NO_RESPONDERS instead of waiting.
+
+    Requirements: TRN-006.
+    """
     await transport.serve("svc.other", group="g")
     with pytest.raises(TransportError) as info:
         await transport.send_request("svc.run", b"{}", reply_to="", message_id="m")
@@ -165,7 +174,10 @@ async def test_no_responders_raises_at_once(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_inbox_receives_the_reply(transport: MemoryTransport) -> None:
-    """A server answers to the request's reply_to and the requester's inbox gets it."""
+    """A server answers to the request's reply_to and the requester's inbox gets it.
+
+    Requirements: TRN-007.
+    """
     served = await transport.serve("svc.echo", group="g")
     inbox = await transport.open_inbox()
     assert inbox.address.startswith("_INBOX.")
@@ -178,7 +190,10 @@ async def test_inbox_receives_the_reply(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_inboxes_are_unique(transport: MemoryTransport) -> None:
-    """Every open_inbox gives a fresh address, and replies reach only their own inbox."""
+    """Every open_inbox gives a fresh address, and replies reach only their own inbox.
+
+    Requirements: TRN-007.
+    """
     inboxes = [await transport.open_inbox() for _ in range(50)]
     assert 50 == len({i.address for i in inboxes})
     await transport.send_reply(inboxes[7].address, b"seven")
@@ -188,7 +203,10 @@ async def test_inboxes_are_unique(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_reply_to_a_closed_or_unknown_inbox_is_counted(transport: MemoryTransport) -> None:
-    """Replies are best effort: one nobody can receive is dropped and counted, not raised."""
+    """Replies are best effort: one nobody can receive is dropped and counted, not raised.
+
+    Requirements: TRN-020.
+    """
     inbox = await transport.open_inbox()
     await inbox.subscription.aclose()
     await transport.send_reply(inbox.address, b"late")
@@ -198,7 +216,10 @@ async def test_reply_to_a_closed_or_unknown_inbox_is_counted(transport: MemoryTr
 
 @pytest.mark.anyio
 async def test_cancel_reaches_every_matching_instance(transport: MemoryTransport) -> None:
-    """A cancel is broadcast to every matching serve_cancels subscription, without groups."""
+    """A cancel is broadcast to every matching serve_cancels subscription, without groups.
+
+    Requirements: TRN-009.
+    """
     first = await transport.serve_cancels("svc.run")
     second = await transport.serve_cancels("svc.>")
     unrelated = await transport.serve_cancels("other.run")
@@ -210,7 +231,10 @@ async def test_cancel_reaches_every_matching_instance(transport: MemoryTransport
 
 @pytest.mark.anyio
 async def test_cancel_and_event_without_subscribers_are_fine(transport: MemoryTransport) -> None:
-    """Cancels and events are fire-and-forget: zero subscribers is not an error."""
+    """Cancels and events are fire-and-forget: zero subscribers is not an error.
+
+    Requirements: TRN-010.
+    """
     await transport.publish_cancel("svc.run", b"stop")
     await transport.publish_event("news.today", b"{}")
     assert BrokerStats() == transport.broker.stats
@@ -218,7 +242,10 @@ async def test_cancel_and_event_without_subscribers_are_fine(transport: MemoryTr
 
 @pytest.mark.anyio
 async def test_events_fan_out_to_each_group_once(transport: MemoryTransport) -> None:
-    """Each ungrouped subscriber gets every event; each group gets it once."""
+    """Each ungrouped subscriber gets every event; each group gets it once.
+
+    Requirements: TRN-010.
+    """
     solo1 = await transport.subscribe_events("news.>")
     solo2 = await transport.subscribe_events("news.sport")
     g1 = await transport.subscribe_events("news.sport", group="archive")
@@ -233,7 +260,10 @@ async def test_events_fan_out_to_each_group_once(transport: MemoryTransport) -> 
 
 @pytest.mark.anyio
 async def test_event_group_member_must_match(transport: MemoryTransport) -> None:
-    """A group member whose pattern does not match never gets the group's share."""
+    """A group member whose pattern does not match never gets the group's share.
+
+    Requirements: TRN-010.
+    """
     narrow = await transport.subscribe_events("news.sport", group="g")
     wide = await transport.subscribe_events("news.*", group="g")
     for _ in range(4):
@@ -260,7 +290,10 @@ async def test_event_group_member_must_match(transport: MemoryTransport) -> None
 @pytest.mark.anyio
 async def test_wildcards(transport: MemoryTransport, pattern: str, name: str,
                          expected: bool) -> None:
-    """``*`` matches exactly one token and ``>`` one or more trailing tokens."""
+    """``*`` matches exactly one token and ``>`` one or more trailing tokens.
+
+    Requirements: TRN-004.
+    """
     sub = await transport.subscribe_events(pattern)
     await transport.publish_event(name, b"e")
     assert expected == (await drain(sub) == [b"e"])
@@ -268,7 +301,10 @@ async def test_wildcards(transport: MemoryTransport, pattern: str, name: str,
 
 @pytest.mark.anyio
 async def test_bodies_are_copied_bytes(transport: MemoryTransport) -> None:
-    """Receivers get bytes the publisher can no longer change."""
+    """Receivers get bytes the publisher can no longer change.
+
+    Requirements: TRN-001.
+    """
     sub = await transport.subscribe_events("a.b")
     body = bytearray(b"original")
     await transport.publish_event("a.b", body)  # type: ignore[arg-type]
@@ -281,7 +317,10 @@ async def test_bodies_are_copied_bytes(transport: MemoryTransport) -> None:
 async def test_closing_a_subscription_ends_iteration_and_counts_drops(
     transport: MemoryTransport,
 ) -> None:
-    """aclose ends a running iteration; deliveries never taken are counted as dropped."""
+    """aclose ends a running iteration; deliveries never taken are counted as dropped.
+
+    Requirements: TRN-020.
+    """
     waiting = await transport.subscribe_events("a.b")
     buffered = await transport.subscribe_events("c.d")
     await transport.publish_event("c.d", b"1")
@@ -340,7 +379,10 @@ async def test_a_thousand_concurrent_requests_each_get_their_own_reply(
 
 @pytest.mark.anyio
 async def test_enqueue_consume_ack(transport: MemoryTransport) -> None:
-    """Jobs come out in order with delivery_count 1; an acked job is gone for good."""
+    """Jobs come out in order with delivery_count 1; an acked job is gone for good.
+
+    Requirements: TRN-011, TRN-013, TRN-017.
+    """
     for i in range(3):
         await transport.enqueue("work", b"%d" % i, message_id=f"m{i}")
     consumer = await transport.consume("work", options(lease_ms=50))
@@ -355,7 +397,10 @@ async def test_enqueue_consume_ack(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_competing_consumers_share_the_queue(transport: MemoryTransport) -> None:
-    """Two consumers of one queue each take different jobs, never the same one."""
+    """Two consumers of one queue each take different jobs, never the same one.
+
+    Requirements: TRN-013.
+    """
     first = await transport.consume("work", options(prefetch=2))
     second = await transport.consume("work", options(prefetch=2))
     for i in range(4):
@@ -366,7 +411,10 @@ async def test_competing_consumers_share_the_queue(transport: MemoryTransport) -
 
 @pytest.mark.anyio
 async def test_prefetch_limit_is_honoured(transport: MemoryTransport) -> None:
-    """A consumer holds at most ``prefetch`` unsettled jobs; settling one frees a slot."""
+    """A consumer holds at most ``prefetch`` unsettled jobs; settling one frees a slot.
+
+    Requirements: TRN-014.
+    """
     consumer = await transport.consume("work", options(prefetch=2))
     for i in range(3):
         await transport.enqueue("work", b"%d" % i, message_id=f"m{i}")
@@ -382,7 +430,10 @@ async def test_prefetch_limit_is_honoured(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_nack_with_delay_redelivers_after_the_delay(transport: MemoryTransport) -> None:
-    """nack(delay_ms) keeps the job away for the delay, then delivers it again."""
+    """nack(delay_ms) keeps the job away for the delay, then delivers it again.
+
+    Requirements: TRN-016, TRN-017.
+    """
     consumer = await transport.consume("work", options())
     await transport.enqueue("work", b"j", message_id="m")
     first = await job(consumer)
@@ -396,7 +447,10 @@ async def test_nack_with_delay_redelivers_after_the_delay(transport: MemoryTrans
 
 @pytest.mark.anyio
 async def test_nack_without_delay_redelivers_at_once(transport: MemoryTransport) -> None:
-    """A plain nack puts the job straight back for the next delivery."""
+    """A plain nack puts the job straight back for the next delivery.
+
+    Requirements: TRN-013, TRN-017.
+    """
     consumer = await transport.consume("work", options())
     await transport.enqueue("work", b"j", message_id="m")
     await (await job(consumer)).nack()
@@ -405,7 +459,10 @@ async def test_nack_without_delay_redelivers_at_once(transport: MemoryTransport)
 
 @pytest.mark.anyio
 async def test_expired_lease_redelivers(transport: MemoryTransport) -> None:
-    """A job neither settled nor extended within lease_ms is delivered again."""
+    """A job neither settled nor extended within lease_ms is delivered again.
+
+    Requirements: TRN-015, TRN-017.
+    """
     consumer = await transport.consume("work", options(lease_ms=100))
     await transport.enqueue("work", b"j", message_id="m")
     start = time.monotonic()
@@ -428,7 +485,10 @@ async def test_expired_lease_goes_to_any_consumer(transport: MemoryTransport) ->
 
 @pytest.mark.anyio
 async def test_extend_lease_prevents_redelivery(transport: MemoryTransport) -> None:
-    """A worker that keeps extending its lease is never raced by a redelivery."""
+    """A worker that keeps extending its lease is never raced by a redelivery.
+
+    Requirements: TRN-015.
+    """
     worker = await transport.consume("work", options(lease_ms=150))
     rival = await transport.consume("work", options())
     await transport.enqueue("work", b"j", message_id="m")
@@ -508,7 +568,10 @@ async def test_waiting_dead_letter_consumer_is_woken(transport: MemoryTransport)
 
 @pytest.mark.anyio
 async def test_enqueue_deduplicates_by_message_id(broker_name: str) -> None:
-    """The same message_id inside the window is accepted once; after the window, again."""
+    """The same message_id inside the window is accepted once; after the window, again.
+
+    Requirements: TRN-012.
+    """
     async with MemoryTransport(broker_name, dedup_window_ms=100) as transport:
         await transport.enqueue("work", b"a", message_id="same")
         await transport.enqueue("work", b"a-again", message_id="same")
@@ -524,7 +587,10 @@ async def test_enqueue_deduplicates_by_message_id(broker_name: str) -> None:
 
 @pytest.mark.anyio
 async def test_closing_a_consumer_returns_its_jobs_at_once(transport: MemoryTransport) -> None:
-    """A closed (or crashed) worker's unsettled jobs go back now, not after the lease."""
+    """A closed (or crashed) worker's unsettled jobs go back now, not after the lease.
+
+    Requirements: TRN-013.
+    """
     crashed = await transport.consume("work", options(lease_ms=30_000))
     for i in range(2):
         await transport.enqueue("work", b"%d" % i, message_id=f"m{i}")
@@ -567,7 +633,10 @@ async def test_cancelled_wait_loses_no_job(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_stale_ack_after_redelivery_is_harmless(transport: MemoryTransport) -> None:
-    """An ack of an expired delivery is a counted no-op and leaves the redelivery leased."""
+    """An ack of an expired delivery is a counted no-op and leaves the redelivery leased.
+
+    Requirements: TRN-019.
+    """
     slow = await transport.consume("work", options(lease_ms=150, prefetch=1))
     await transport.enqueue("work", b"j", message_id="m")
     stale = await job(slow)
@@ -612,7 +681,10 @@ async def test_first_consumer_options_win(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_payload_limit(broker_name: str) -> None:
-    """A body at the limit passes; one byte over fails loudly at every send operation."""
+    """A body at the limit passes; one byte over fails loudly at every send operation.
+
+    Requirements: TRN-011, TRN-024, TRN-025.
+    """
     async with MemoryTransport(broker_name, max_payload=100) as transport:
         await transport.serve("svc.run", group="g")
         inbox = await transport.open_inbox()
@@ -637,7 +709,10 @@ async def test_payload_limit(broker_name: str) -> None:
 
 @pytest.mark.anyio
 async def test_invalid_names_and_patterns(transport: MemoryTransport) -> None:
-    """Malformed patterns, names, groups and queues are INVALID_PARAMS."""
+    """Malformed patterns, names, groups and queues are INVALID_PARAMS.
+
+    Requirements: TRN-002, TRN-003.
+    """
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: transport.serve("a.>.b", group="g"),
         lambda: transport.serve("a.b", group="bad group"),
@@ -662,7 +737,10 @@ async def test_invalid_names_and_patterns(transport: MemoryTransport) -> None:
 
 @pytest.mark.anyio
 async def test_capabilities_and_name(broker_name: str) -> None:
-    """The memory transport declares every capability and is named memory://<name>."""
+    """The memory transport declares every capability and is named memory://<name>.
+
+    Requirements: TRN-025.
+    """
     transport = MemoryTransport(broker_name)
     caps = transport.capabilities
     assert f"memory://{broker_name}" == transport.name
@@ -678,7 +756,10 @@ DEFAULT_MAX = 1_048_576 + 65_536
 
 @pytest.mark.anyio
 async def test_operations_outside_the_context_are_unavailable(broker_name: str) -> None:
-    """Before __aenter__ and after __aexit__ every operation raises UNAVAILABLE."""
+    """Before __aenter__ and after __aexit__ every operation raises UNAVAILABLE.
+
+    Requirements: TRN-002.
+    """
     transport = MemoryTransport(broker_name)
     with pytest.raises(TransportError) as before:
         await transport.publish_event("a.b", b"")
@@ -702,7 +783,10 @@ async def test_operations_outside_the_context_are_unavailable(broker_name: str) 
 
 @pytest.mark.anyio
 async def test_exit_ends_iterators_and_returns_jobs(broker_name: str) -> None:
-    """Leaving the transport closes its subscriptions and consumers and requeues their jobs."""
+    """Leaving the transport closes its subscriptions and consumers and requeues their jobs.
+
+    Requirements: TRN-013, TRN-019.
+    """
     async with MemoryTransport(broker_name) as keeper:
         ended: list[str] = []
         async with MemoryTransport(broker_name) as leaving:

@@ -100,7 +100,10 @@ async def test_subscribers_without_group_each_get_every_event() -> None:
 
 
 async def test_handler_failures_are_counted_not_fatal() -> None:
-    """A failing event handler is counted by code and the next events are still handled."""
+    """A failing event handler is counted by code and the next events are still handled.
+
+    Requirements: EVT-005.
+    """
     pair = RuntimePair()
     handled: list[int] = []
 
@@ -124,7 +127,10 @@ async def test_handler_failures_are_counted_not_fatal() -> None:
 
 
 async def test_expired_events_are_not_handled() -> None:
-    """An event whose deadline has passed is counted DEADLINE_EXCEEDED and not handled."""
+    """An event whose deadline has passed is counted DEADLINE_EXCEEDED and not handled.
+
+    Requirements: EVT-003.
+    """
     pair = RuntimePair()
     handled: list[str] = []
 
@@ -145,7 +151,10 @@ async def test_expired_events_are_not_handled() -> None:
 
 
 async def test_malformed_event_bytes_are_dropped_and_counted() -> None:
-    """Undecodable event bytes, and non-events, are dropped and counted; valid ones still work."""
+    """Undecodable event bytes, and non-events, are dropped and counted; valid ones still work.
+
+    Requirements: EVT-002, ENV-037.
+    """
     pair = RuntimePair()
     handled: list[Any] = []
 
@@ -163,7 +172,10 @@ async def test_malformed_event_bytes_are_dropped_and_counted() -> None:
 
 
 async def test_event_published_by_a_handler_records_its_causation() -> None:
-    """An event a request handler publishes carries the request's id as causation_id."""
+    """An event a request handler publishes carries the request's id as causation_id.
+
+    Requirements: EVT-004.
+    """
     pair = RuntimePair()
     causes: list[str | None] = []
     handled: list[str] = []

@@ -181,7 +181,10 @@ async def _poison(pair: RuntimePair, deliveries: list[int]) -> tuple[ExchangeErr
 
 
 async def test_poison_job_is_dead_lettered() -> None:
-    """A job that always fails retryably is answered DEAD_LETTERED after max_deliveries."""
+    """A job that always fails retryably is answered DEAD_LETTERED after max_deliveries.
+
+    Requirements: MET-004.
+    """
     pair = RuntimePair()
     deliveries: list[int] = []
     error, dead, job_id = await _poison(pair, deliveries)
@@ -285,7 +288,10 @@ async def _expire_in_queue(pair: RuntimePair, runs: list[int]) -> tuple[Exchange
 
 
 async def test_deadline_expiry_while_queued() -> None:
-    """A job whose deadline passed in the queue is dead-lettered as expired and never run."""
+    """A job whose deadline passed in the queue is dead-lettered as expired and never run.
+
+    Requirements: DL-001, DL-004.
+    """
     pair = RuntimePair(serve=False)
     runs: list[int] = []
     error, dead, job_id = await _expire_in_queue(pair, runs)
@@ -311,7 +317,10 @@ async def test_dead_letter_reason_is_the_protocol_word(reason: str) -> None:
 
 
 async def test_deadline_expiry_while_running() -> None:
-    """A job running past its deadline is stopped, answered DEADLINE_EXCEEDED, not redelivered."""
+    """A job running past its deadline is stopped, answered DEADLINE_EXCEEDED, not redelivered.
+
+    Requirements: DL-004.
+    """
     pair = RuntimePair()
     runs = 0
     stopped = anyio.Event()
@@ -342,7 +351,10 @@ async def test_deadline_expiry_while_running() -> None:
 
 
 async def test_long_job_extends_its_lease_and_is_not_redelivered() -> None:
-    """A job running three times its lease keeps the lease and runs once."""
+    """A job running three times its lease keeps the lease and runs once.
+
+    Requirements: WQ-005.
+    """
     pair = RuntimePair()
     runs = 0
 
@@ -362,7 +374,10 @@ async def test_long_job_extends_its_lease_and_is_not_redelivered() -> None:
 
 
 async def test_shutdown_lets_a_started_job_finish_and_acks_it() -> None:
-    """At shutdown a started job finishes inside the grace period, is answered and acked."""
+    """At shutdown a started job finishes inside the grace period, is answered and acked.
+
+    Requirements: WQ-008.
+    """
     pair = RuntimePair(serve=False, grace=2.0)
     started, finished = anyio.Event(), anyio.Event()
 
@@ -386,7 +401,10 @@ async def test_shutdown_lets_a_started_job_finish_and_acks_it() -> None:
 
 
 async def test_shutdown_after_grace_does_not_ack_and_work_is_redelivered() -> None:
-    """A job cancelled by shutdown after the grace period is not acked; a new worker gets it."""
+    """A job cancelled by shutdown after the grace period is not acked; a new worker gets it.
+
+    Requirements: WQ-008.
+    """
     pair = RuntimePair(serve=False, grace=0.1)
     stopped = anyio.Event()
 
@@ -420,7 +438,10 @@ async def test_shutdown_after_grace_does_not_ack_and_work_is_redelivered() -> No
 
 
 async def test_shutdown_leaves_unstarted_jobs_on_the_queue() -> None:
-    """Jobs the worker had not started stay queued, undelivered, for the next worker."""
+    """Jobs the worker had not started stay queued, undelivered, for the next worker.
+
+    Requirements: WQ-008.
+    """
     pair = RuntimePair(serve=False, grace=2.0)
     started: list[int] = []
 
@@ -450,7 +471,10 @@ async def test_shutdown_leaves_unstarted_jobs_on_the_queue() -> None:
 
 
 async def test_invalid_envelopes_on_the_queue_are_dead_lettered_with_their_reason() -> None:
-    """Bytes that are not a request envelope go to the dead-letter queue, saying why."""
+    """Bytes that are not a request envelope go to the dead-letter queue, saying why.
+
+    Requirements: WQ-002.
+    """
     pair = RuntimePair()
 
     @pair.service.worker(QUEUE)

@@ -59,31 +59,46 @@ async def test_sync_handler_and_final_members() -> None:
         with anyio.fail_after(WAIT):
             reply = await pair.client.request("t.final")
     assert ("done", "length", {"output_tokens": 7}) == (
-        reply.data, reply.finish_reason, reply.usage)
+        reply.data,
+        reply.finish_reason,
+        reply.usage,
+    )
 
 
 async def test_exchange_error_arrives_intact() -> None:
-    """An ExchangeError raised by the handler reaches the caller with every field."""
+    """An ExchangeError raised by the handler reaches the caller with every field.
+
+    Requirements: ERR-010.
+    """
     pair = RuntimePair()
     details = ({"type": "llmp.quota", "limit": 3}, {"type": "acme.hint", "text": "later"})
 
     @pair.service.handler("t.busy")
     async def busy(request: Request) -> Any:
-        raise ExchangeError(ErrorCode.OVERLOADED, "too busy", retryable=True,
-                            retry_after_ms=250, details=details)
+        raise ExchangeError(
+            ErrorCode.OVERLOADED, "too busy", retryable=True, retry_after_ms=250, details=details
+        )
 
     async with pair:
         with anyio.fail_after(WAIT), pytest.raises(ExchangeError) as caught:
             await pair.client.request("t.busy")
     err = caught.value
     assert (ErrorCode.OVERLOADED, "too busy", True, 250, details) == (
-        err.code, err.message, err.retryable, err.retry_after_ms, err.details)
+        err.code,
+        err.message,
+        err.retryable,
+        err.retry_after_ms,
+        err.details,
+    )
     assert isinstance(err.envelope, Envelope)
     assert "llmp://svc" == (err.envelope.error or {})["origin"]
 
 
 async def test_plain_exception_becomes_internal_and_service_keeps_serving() -> None:
-    """A handler bug answers INTERNAL, is counted, and the next request still works."""
+    """A handler bug answers INTERNAL, is counted, and the next request still works.
+
+    Requirements: RR-007.
+    """
     pair = RuntimePair()
     calls = 0
 
@@ -101,13 +116,19 @@ async def test_plain_exception_becomes_internal_and_service_keeps_serving() -> N
                 await pair.client.request("t.flaky")
             second = await pair.client.request("t.flaky")
     assert (ErrorCode.INTERNAL, "the handler failed with ValueError", False) == (
-        caught.value.code, caught.value.message, caught.value.retryable)
+        caught.value.code,
+        caught.value.message,
+        caught.value.retryable,
+    )
     assert "fine" == second.data
     assert 1 == pair.service.stats.handler_errors
 
 
 async def test_no_responders_at_once() -> None:
-    """A request for a type nobody serves fails with NO_RESPONDERS without waiting."""
+    """A request for a type nobody serves fails with NO_RESPONDERS without waiting.
+
+    Requirements: RR-003.
+    """
     async with RuntimePair() as pair:
         with anyio.fail_after(1.0), pytest.raises(ExchangeError) as caught:
             await pair.client.request("t.nobody", timeout=30)
@@ -115,11 +136,17 @@ async def test_no_responders_at_once() -> None:
         assert 0 == pair.client.pending
         figures = pair.client.metrics.snapshot()["request"]["t.nobody"]
         assert (1, 0, {"NO_RESPONDERS": 1}) == (
-            figures["sent"], figures["succeeded"], figures["failed"])
+            figures["sent"],
+            figures["succeeded"],
+            figures["failed"],
+        )
 
 
 async def test_unknown_type_for_a_request_no_handler_serves() -> None:
-    """A request whose type no registration matches (pattern handler miss) gets UNKNOWN_TYPE."""
+    """A request whose type no registration matches (pattern handler miss) gets UNKNOWN_TYPE.
+
+    Requirements: RR-006.
+    """
     pair = RuntimePair()
     ran: list[str] = []
 
@@ -137,12 +164,18 @@ async def test_unknown_type_for_a_request_no_handler_serves() -> None:
             error = await pair.raw.next_reply()
     assert "t.pat.one" == matched.data
     assert (Kind.ERROR, request.id, "UNKNOWN_TYPE") == (
-        error.kind, error.correlation_id, (error.error or {})["code"])
+        error.kind,
+        error.correlation_id,
+        (error.error or {})["code"],
+    )
     assert ["t.pat.one"] == ran
 
 
 async def test_deadline_expiry_while_running() -> None:
-    """The caller gets DEADLINE_EXCEEDED, the handler is cancelled, its late reply is counted."""
+    """The caller gets DEADLINE_EXCEEDED, the handler is cancelled, its late reply is counted.
+
+    Requirements: DL-004, DL-005.
+    """
     pair = RuntimePair()
     cancelled = anyio.Event()
 
@@ -165,16 +198,21 @@ async def test_deadline_expiry_while_running() -> None:
             await cancelled.wait()
             await eventually(lambda: pair.client.correlator.late_dropped == 1)
         assert 0 == pair.client.pending
-        assert {"DEADLINE_EXCEEDED": 1} == pair.service.metrics.snapshot()[
-            "request"]["t.slow"]["failed"]
+        assert {"DEADLINE_EXCEEDED": 1} == pair.service.metrics.snapshot()["request"]["t.slow"][
+            "failed"
+        ]
         rid = pair.client_transport.sent_requests()[0].id
         late = pair.client_transport.replies_to(rid)
         assert [("DEADLINE_EXCEEDED", rid)] == [
-            ((e.error or {})["code"], e.correlation_id) for e in late if e.error]
+            ((e.error or {})["code"], e.correlation_id) for e in late if e.error
+        ]
 
 
 async def test_deadline_already_passed_on_arrival() -> None:
-    """A request that arrives after its deadline is answered DEADLINE_EXCEEDED, never run."""
+    """A request that arrives after its deadline is answered DEADLINE_EXCEEDED, never run.
+
+    Requirements: DL-001, DL-004.
+    """
     pair = RuntimePair()
     ran = 0
 
@@ -186,17 +224,24 @@ async def test_deadline_already_passed_on_arrival() -> None:
 
     async with pair:
         request = await pair.raw.request(
-            "t.late", deadline=Deadline(now_ms() - 1000).to_timestamp())
+            "t.late", deadline=Deadline(now_ms() - 1000).to_timestamp()
+        )
         with anyio.fail_after(WAIT):
             await pair.raw.send_request("t.late", encode(request))
             error = await pair.raw.next_reply()
     assert (Kind.ERROR, request.id, "DEADLINE_EXCEEDED") == (
-        error.kind, error.correlation_id, (error.error or {})["code"])
+        error.kind,
+        error.correlation_id,
+        (error.error or {})["code"],
+    )
     assert 0 == ran
 
 
 async def test_late_reply_after_timeout_is_dropped_and_counted() -> None:
-    """A reply after the caller timed out is dropped, counted as late, and leaks nothing."""
+    """A reply after the caller timed out is dropped, counted as late, and leaks nothing.
+
+    Requirements: DL-005.
+    """
     async with RuntimePair() as pair:
         requests = await pair.raw_transport.serve("t.raw", group="raw")
         with anyio.fail_after(WAIT):
@@ -208,8 +253,11 @@ async def test_late_reply_after_timeout_is_dropped_and_counted() -> None:
             request = decode(delivery.body)
             await pair.raw.reply(request.reply_to or "", pair.raw.response(request.id, "t.raw"))
             await eventually(lambda: pair.client.correlator.late_dropped == 1)
-        assert (0, 0, 0) == (pair.client.pending, pair.client.correlator.unknown_dropped,
-                             pair.client.malformed_replies)
+        assert (0, 0, 0) == (
+            pair.client.pending,
+            pair.client.correlator.unknown_dropped,
+            pair.client.malformed_replies,
+        )
         figures = pair.client.metrics.snapshot()["request"]["t.raw"]
         assert (1, {"DEADLINE_EXCEEDED": 1}) == (figures["late_dropped"], figures["failed"])
 
@@ -227,8 +275,9 @@ async def test_reply_racing_the_deadline_has_exactly_one_outcome() -> None:
             assert request.deadline is not None
             left = Deadline.from_timestamp(request.deadline).remaining_ms(now_ms()) / 1000
             await anyio.sleep(max(0.0, left + offset_s))
-            await pair.raw.reply(request.reply_to or "",
-                                 pair.raw.response(request.id, "t.edge", "ok"))
+            await pair.raw.reply(
+                request.reply_to or "", pair.raw.response(request.id, "t.edge", "ok")
+            )
 
         with anyio.fail_after(10):
             for run in range(runs):
@@ -249,7 +298,10 @@ async def test_reply_racing_the_deadline_has_exactly_one_outcome() -> None:
 
 
 async def test_unknown_correlation_is_counted_as_unknown() -> None:
-    """A reply matching nothing the client sent is dropped and counted as unknown, not late."""
+    """A reply matching nothing the client sent is dropped and counted as unknown, not late.
+
+    Requirements: MET-004.
+    """
     async with RuntimePair() as pair:
         await pair.raw.reply(pair.inbox, pair.raw.response(new_id(), "t.ghost"))
         await eventually(lambda: pair.client.correlator.unknown_dropped == 1)
@@ -257,35 +309,73 @@ async def test_unknown_correlation_is_counted_as_unknown() -> None:
 
 
 def _request_bytes(**changes: Any) -> bytes:
-    members = {"llmp": "1.0", "id": "req-1", "kind": "request", "type": "t.echo",
-               "source": "llmp://tests/raw-peer", "time": "2025-01-01T00:00:00.000Z",
-               "data": {"x": 1}}
+    members = {
+        "llmp": "1.0",
+        "id": "req-1",
+        "kind": "request",
+        "type": "t.echo",
+        "source": "llmp://tests/raw-peer",
+        "time": "2025-01-01T00:00:00.000Z",
+        "data": {"x": 1},
+    }
     members.update(changes)
     return orjson.dumps({k: v for k, v in members.items() if v is not None})
 
 
 MALFORMED = [
-    pytest.param(b"{not json", "INVALID_ENVELOPE", "", "ENV-002", None, "llmp.error",
-                 id="not-json"),
-    pytest.param(b"[1, 2]", "INVALID_ENVELOPE", "", "ENV-001", None, "llmp.error",
-                 id="not-an-object"),
-    pytest.param(_request_bytes(llmp="2.0"), "UNSUPPORTED_VERSION", "/llmp", "ENV-010",
-                 "req-1", "t.echo", id="major-version"),
-    pytest.param(_request_bytes(source=None), "INVALID_ENVELOPE", "/source", "ENV-009",
-                 "req-1", "t.echo", id="missing-source"),
-    pytest.param(_request_bytes(deadline="tomorrow"), "INVALID_ENVELOPE", "/deadline",
-                 "ENV-020", "req-1", "t.echo", id="bad-deadline"),
-    pytest.param(_request_bytes(data="x" * 1_048_600), "PAYLOAD_TOO_LARGE", "", "ENV-006",
-                 None, "llmp.error", id="too-large"),
+    pytest.param(
+        b"{not json", "INVALID_ENVELOPE", "", "ENV-002", None, "llmp.error", id="not-json"
+    ),
+    pytest.param(
+        b"[1, 2]", "INVALID_ENVELOPE", "", "ENV-001", None, "llmp.error", id="not-an-object"
+    ),
+    pytest.param(
+        _request_bytes(llmp="2.0"),
+        "UNSUPPORTED_VERSION",
+        "/llmp",
+        "ENV-010",
+        "req-1",
+        "t.echo",
+        id="major-version",
+    ),
+    pytest.param(
+        _request_bytes(source=None),
+        "INVALID_ENVELOPE",
+        "/source",
+        "ENV-009",
+        "req-1",
+        "t.echo",
+        id="missing-source",
+    ),
+    pytest.param(
+        _request_bytes(deadline="tomorrow"),
+        "INVALID_ENVELOPE",
+        "/deadline",
+        "ENV-020",
+        "req-1",
+        "t.echo",
+        id="bad-deadline",
+    ),
+    pytest.param(
+        _request_bytes(data="x" * 1_048_600),
+        "PAYLOAD_TOO_LARGE",
+        "",
+        "ENV-006",
+        None,
+        "llmp.error",
+        id="too-large",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "code", "pointer", "requirement", "cid", "type_"), MALFORMED)
 async def test_malformed_request_gets_an_error_reply(
-    *,
-    body: bytes, code: str, pointer: str, requirement: str, cid: str | None, type_: str
+    *, body: bytes, code: str, pointer: str, requirement: str, cid: str | None, type_: str
 ) -> None:
-    """Bytes that do not decode are answered with the code and an llmp.pointer detail."""
+    """Bytes that do not decode are answered with the code and an llmp.pointer detail.
+
+    Requirements: ENV-036, ERR-009, MET-004.
+    """
     pair = RuntimePair()
 
     @pair.service.handler("t.echo")
@@ -298,9 +388,16 @@ async def test_malformed_request_gets_an_error_reply(
             error = await pair.raw.next_reply()
             after = await pair.client.request("t.echo", "still here")
     assert (Kind.ERROR, code, cid, type_) == (
-        error.kind, (error.error or {})["code"], error.correlation_id, error.type)
-    assert [{"type": "llmp.pointer", "pointer": pointer, "requirement": requirement}] == (
-        (error.error or {})["details"])
+        error.kind,
+        (error.error or {})["code"],
+        error.correlation_id,
+        error.type,
+    )
+    pointer_detail = {"type": "llmp.pointer", "pointer": pointer, "requirement": requirement}
+    versions = (
+        [{"type": "llmp.versions", "supported": ["1.0"]}] if code == "UNSUPPORTED_VERSION" else []
+    )
+    assert [pointer_detail, *versions] == (error.error or {})["details"]
     assert "still here" == after.data
     assert (1, 0) == (pair.service.stats.rejected, pair.service.stats.dropped)
 
@@ -322,7 +419,10 @@ async def test_malformed_request_without_reply_address_is_counted() -> None:
 
 
 async def test_non_request_on_request_address_is_a_protocol_error() -> None:
-    """An event sent to a request address is answered PROTOCOL_ERROR and not handled."""
+    """An event sent to a request address is answered PROTOCOL_ERROR and not handled.
+
+    Requirements: RR-005.
+    """
     pair = RuntimePair()
     ran = 0
 
@@ -387,7 +487,10 @@ async def test_thousand_concurrent_requests_each_get_their_own_answer() -> None:
 
 
 async def test_downstream_call_inherits_deadline_and_causation() -> None:
-    """A handler's downstream request carries its deadline (never later) and causation_id."""
+    """A handler's downstream request carries its deadline (never later) and causation_id.
+
+    Requirements: DL-003.
+    """
     pair = RuntimePair()
     seen: dict[str, Envelope] = {}
 
@@ -412,8 +515,7 @@ async def test_downstream_call_inherits_deadline_and_causation() -> None:
     assert front_env.deadline == long_env.deadline  # forwarded unchanged, not extended
     assert front_env.deadline is not None
     assert short_env.deadline is not None
-    assert Deadline.from_timestamp(short_env.deadline) < Deadline.from_timestamp(
-        front_env.deadline)
+    assert Deadline.from_timestamp(short_env.deadline) < Deadline.from_timestamp(front_env.deadline)
     assert front_env.causation_id is None
 
 
@@ -466,7 +568,10 @@ async def test_timing_stamps_are_present_and_ordered() -> None:
 
 
 async def test_metrics_give_efficiency_and_latency_split_per_pattern_and_type() -> None:
-    """The client's snapshot has η and p50/p99 of L, Ts, Tt, Tr per pattern and type."""
+    """The client's snapshot has η and p50/p99 of L, Ts, Tt, Tr per pattern and type.
+
+    Requirements: MET-003.
+    """
     pair = RuntimePair()
 
     @pair.service.handler("t.ok")
@@ -488,10 +593,18 @@ async def test_metrics_give_efficiency_and_latency_split_per_pattern_and_type() 
                     await pair.client.request("t.half", n)
         snapshot = pair.client.metrics.snapshot()
     ok_fig, half_fig, total = (snapshot["request"][k] for k in ("t.ok", "t.half", "*"))
-    assert (3, 3, 1.0, {}) == (ok_fig["sent"], ok_fig["succeeded"], ok_fig["efficiency"],
-                               ok_fig["failed"])
+    assert (3, 3, 1.0, {}) == (
+        ok_fig["sent"],
+        ok_fig["succeeded"],
+        ok_fig["efficiency"],
+        ok_fig["failed"],
+    )
     assert (4, 2, 0.5, {"INVALID_PARAMS": 2}) == (
-        half_fig["sent"], half_fig["succeeded"], half_fig["efficiency"], half_fig["failed"])
+        half_fig["sent"],
+        half_fig["succeeded"],
+        half_fig["efficiency"],
+        half_fig["failed"],
+    )
     assert (7, 5) == (total["sent"], total["succeeded"])
     for name in ("latency_ms", "ts_ms", "tt_ms", "tr_ms"):
         p50, p99 = ok_fig[name]["p50"], ok_fig[name]["p99"]
@@ -502,7 +615,10 @@ async def test_metrics_give_efficiency_and_latency_split_per_pattern_and_type() 
 
 
 async def test_cancelled_caller_sends_cancel_and_handler_stops() -> None:
-    """Cancelling the waiting task broadcasts a cancel; the service stops the handler."""
+    """Cancelling the waiting task broadcasts a cancel; the service stops the handler.
+
+    Requirements: CAN-001, CAN-002, CAN-003, ENV-042.
+    """
     pair = RuntimePair()
     started, stopped = anyio.Event(), anyio.Event()
 
@@ -526,11 +642,14 @@ async def test_cancelled_caller_sends_cancel_and_handler_stops() -> None:
         rid = pair.client_transport.sent_requests()[0].id
         cancels = [decode(body) for body in pair.client_transport.cancels]
         assert [(Kind.CANCEL, rid, "t.long")] == [
-            (c.kind, c.correlation_id, c.type) for c in cancels]
+            (c.kind, c.correlation_id, c.type) for c in cancels
+        ]
         assert 0 == pair.client.pending
         assert [("CANCELLED", rid)] == [
             ((e.error or {})["code"], e.correlation_id)
-            for e in pair.client_transport.replies_to(rid) if e.error]
+            for e in pair.client_transport.replies_to(rid)
+            if e.error
+        ]
         assert 0 == pair.service.stats.late_cancels
 
 

@@ -57,7 +57,10 @@ async def _next_request(requests: Subscription) -> Envelope:
 
 
 async def test_chunks_arrive_in_order_with_final_members() -> None:
-    """Chunks come with seq 0, 1, 2 and the final chunk carries finish_reason and usage."""
+    """Chunks come with seq 0, 1, 2 and the final chunk carries finish_reason and usage.
+
+    Requirements: STR-002, STR-003.
+    """
     pair = RuntimePair()
 
     @pair.service.handler("t.gen")
@@ -85,7 +88,10 @@ async def test_chunks_arrive_in_order_with_final_members() -> None:
 
 
 async def test_generator_without_final_ends_with_stop() -> None:
-    """A generator that just returns ends the stream with finish_reason "stop"."""
+    """A generator that just returns ends the stream with finish_reason "stop".
+
+    Requirements: STR-003.
+    """
     pair = RuntimePair()
 
     @pair.service.handler("t.plain")
@@ -105,7 +111,10 @@ async def test_generator_without_final_ends_with_stop() -> None:
 
 @pytest.mark.parametrize("how", ["cancel", "leave"])
 async def test_cancel_half_way_stops_the_handler_and_drops_late_chunks(how: str) -> None:
-    """Cancelling mid-stream stops the handler; what arrives afterwards is dropped and counted."""
+    """Cancelling mid-stream stops the handler; what arrives afterwards is dropped and counted.
+
+    Requirements: CAN-001, CAN-002, CAN-003.
+    """
     pair = RuntimePair()
     stopped = anyio.Event()
 
@@ -199,7 +208,10 @@ async def test_cancel_racing_the_last_chunk_has_exactly_one_outcome() -> None:
 
 
 async def test_handler_raising_mid_stream_sends_error_with_seq() -> None:
-    """A streaming handler that fails after two chunks ends the stream with an error at seq 2."""
+    """A streaming handler that fails after two chunks ends the stream with an error at seq 2.
+
+    Requirements: STR-002, RR-007.
+    """
     pair = RuntimePair()
 
     @pair.service.handler("t.broken")
@@ -257,7 +269,10 @@ async def test_duplicates_dropped_and_reordered_chunks_delivered_in_order() -> N
     pytest.param((0, 1), ErrorCode.DEADLINE_EXCEEDED, id="no-gap"),
 ])
 async def test_stream_ending_by_deadline(sent: tuple[int, ...], code: ErrorCode) -> None:
-    """At the deadline a stream with a gap is STREAM_INTERRUPTED, one without DEADLINE_EXCEEDED."""
+    """At the deadline a stream with a gap is STREAM_INTERRUPTED, one without DEADLINE_EXCEEDED.
+
+    Requirements: DL-005.
+    """
     async with RuntimePair() as pair:
         requests = await pair.raw_transport.serve("t.gappy", group="raw")
         got: list[Any] = []

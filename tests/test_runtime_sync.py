@@ -130,7 +130,10 @@ PORTALS = [pytest.param(False, id="shared-portal"), pytest.param(True, id="priva
 
 @pytest.mark.parametrize("private", PORTALS)
 def test_requests_from_several_threads_at_once(anyio_backend: str, private: bool) -> None:
-    """Four plain threads calling one SyncClient each get their own answers."""
+    """Four plain threads calling one SyncClient each get their own answers.
+
+    Requirements: SYNC-002.
+    """
     with _sync_pair(anyio_backend, private=private) as (client, _):
 
         def calls(thread: int) -> list[Any]:
@@ -145,7 +148,10 @@ def test_requests_from_several_threads_at_once(anyio_backend: str, private: bool
 
 @pytest.mark.parametrize("private", PORTALS)
 def test_errors_raise_exchange_error(anyio_backend: str, private: bool) -> None:
-    """An error reply, and nobody serving the type, raise ExchangeError in the calling thread."""
+    """An error reply, and nobody serving the type, raise ExchangeError in the calling thread.
+
+    Requirements: SYNC-002.
+    """
     with _sync_pair(anyio_backend, private=private) as (client, _):
         with pytest.raises(ExchangeError) as refused:
             client.request("t.refuse")
@@ -170,7 +176,10 @@ def test_stream_iterates_and_gives_result(anyio_backend: str, private: bool) -> 
 
 @pytest.mark.parametrize("private", PORTALS)
 def test_stream_cancel_stops_the_handler(anyio_backend: str, private: bool) -> None:
-    """Cancelling a blocking stream stops the service's handler."""
+    """Cancelling a blocking stream stops the service's handler.
+
+    Requirements: SYNC-002.
+    """
     with _sync_pair(anyio_backend, private=private) as (client, handlers):
         with client.stream("t.endless") as stream:
             chunks = iter(stream)

@@ -239,6 +239,10 @@ def _parser() -> argparse.ArgumentParser:
         help="memory://NAME (default memory://demo), nats://HOST:PORT or amqp://USER:PASS@HOST/",
     )  # fmt: skip
     demo.set_defaults(run=_demo, parser=demo)
+
+    from llmproto_conformance._command import add_conformance_commands
+
+    add_conformance_commands(commands)
     return parser
 
 

@@ -14,7 +14,9 @@ lock on the request path: slots are keyed by request id.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -38,6 +40,8 @@ from llmproto_ref._registry import ErrorCode
 from llmproto_ref._transport import Inbox, Notice, Transport, TransportError
 
 __all__ = ("Client", "JobHandle", "Stream")
+
+_log = logging.getLogger("llmproto_ref.client")
 
 
 @dataclass(slots=True)
@@ -89,6 +93,8 @@ class Client:
         self.metrics = Metrics()
         self.correlator = Correlator()
         self.malformed_replies = 0  #: replies that failed to decode (dropped, counted)
+        #: (code, pointer, requirement) of the latest replies that failed to decode [ENV-038]
+        self.rejections: deque[tuple[str, str, str]] = deque(maxlen=256)
         self._slots: dict[str, _CallSlot | _StreamSlot] = {}
         self._inbox: Inbox | None = None
         self._tg: TaskGroup | None = None
@@ -378,8 +384,10 @@ class Client:
                 continue
             try:
                 reply = decode(delivery.body, limits=self.limits)
-            except EnvelopeError:
+            except EnvelopeError as exc:
                 self.malformed_replies += 1
+                self.rejections.append((str(exc.code), exc.pointer, exc.requirement))
+                _log.info("dropped a reply that does not decode: %s", exc)
                 continue
             self._route(reply)
 

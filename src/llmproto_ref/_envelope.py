@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from llmproto_ref._errors import EnvelopeError
 from llmproto_ref._ids import new_id, now_timestamp
+from llmproto_ref._registry import ErrorCode
 from llmproto_ref._validate import validate_members
 
 __all__ = ("LLMP_VERSION", "Envelope", "Kind")
@@ -132,6 +134,13 @@ class Envelope:
         if ext is not None:
             members["ext"] = _plain(ext)
         validate_members(members)
+        if content_type is not None and "data" in members and not _is_json(content_type):
+            raise EnvelopeError(
+                ErrorCode.INVALID_ENVELOPE,
+                f"a {content_type} payload goes in data_base64, not data",
+                pointer="/data",
+                requirement="ENV-040",
+            )
         object.__setattr__(self, "_members", members)
 
     @classmethod
@@ -335,6 +344,12 @@ class Envelope:
     def ext(self) -> Mapping[str, Any] | None:
         """Namespaced extension members."""
         return self._members.get("ext")
+
+
+def _is_json(media_type: str) -> bool:
+    """Whether ``media_type`` is JSON: ``*/json`` or a ``+json`` suffix, parameters ignored."""
+    subtype = media_type.split(";", 1)[0].strip().lower().partition("/")[2]
+    return subtype == "json" or subtype.endswith("+json")
 
 
 def _plain(value: Any) -> Any:

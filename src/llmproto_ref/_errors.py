@@ -138,6 +138,10 @@ class ExchangeError(LlmpError):
             obj["retry_after_ms"] = self.retry_after_ms
         if self.details:
             obj["details"] = [dict(d) for d in self.details[:32]]
-        if origin is not None:
+        received = getattr(self.envelope, "error", None)
+        kept = received.get("origin") if received is not None else None
+        if kept is not None:
+            obj["origin"] = kept  # passed on unchanged from the participant that failed [ERR-011]
+        elif origin is not None:
             obj["origin"] = origin
         return obj

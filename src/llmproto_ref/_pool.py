@@ -35,12 +35,13 @@ class TaskPool:
         self.failures = 0  #: jobs that raised (a bug: the service's jobs catch what they expect)
         self._workers = 0
         self._idle = 0
-        self._send, self._receive = anyio.create_memory_object_stream[Job](0)
         self._drained = anyio.Event()
         self._drained.set()
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> TaskPool:
+        # created here, not in __init__: a pool that never runs leaves nothing to close
+        self._send, self._receive = anyio.create_memory_object_stream[Job](0)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         return self

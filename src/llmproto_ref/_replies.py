@@ -12,11 +12,11 @@ from typing import Any
 
 import orjson
 
-from llmproto_ref._envelope import Envelope, Kind
+from llmproto_ref._envelope import LLMP_VERSION, Envelope, Kind
 from llmproto_ref._errors import EnvelopeError, ExchangeError, LlmpError
 from llmproto_ref._registry import ErrorCode
 
-__all__ = ("error_reply", "rejection_reply", "reply_timing", "response")
+__all__ = ("error_reply", "is_error_kind", "rejection_reply", "reply_timing", "response")
 
 #: ``type`` of an error reply to a message whose own ``type`` could not be read [ENV-036].
 UNREADABLE_TYPE = "llmp.error"
@@ -106,4 +106,15 @@ def rejection_reply(raw: bytes, error: EnvelopeError, *, source: str) -> Envelop
                 type_ = candidate_type
     obj = ExchangeError(error.code, error.message).to_error_object(origin=source)
     obj["details"] = [error.detail()]
+    if error.code is ErrorCode.UNSUPPORTED_VERSION:
+        obj["details"].append({"type": "llmp.versions", "supported": [LLMP_VERSION]})  # [VER-003]
     return Envelope.new(kind=Kind.ERROR, type=type_, source=source, correlation_id=rid, error=obj)
+
+
+def is_error_kind(raw: bytes) -> bool:
+    """Whether undecodable bytes still read as an ``error`` (never answered [ENV-036])."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("kind") == "error"

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from llmproto_ref._clock import now_us
+from llmproto_ref._errors import EnvelopeError
 from llmproto_ref._idempotency import IdempotencyStore
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics
@@ -41,6 +44,7 @@ from llmproto_ref._transport import (
 __all__ = ("Registration", "Service", "ServiceStats")
 
 F = TypeVar("F", bound=Callable[..., Any])
+_log = logging.getLogger("llmproto_ref.service")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +103,8 @@ class Service:
         self.grace = grace
         self.metrics = Metrics()
         self.stats = ServiceStats()
+        #: (code, pointer, requirement) of the latest messages this service rejected [ENV-038]
+        self.rejections: deque[tuple[str, str, str]] = deque(maxlen=256)
         self.idempotency = idempotency or IdempotencyStore()
         self._pool = TaskPool(max_concurrency)
         self._handlers: dict[str, Registration] = {}
@@ -174,6 +180,11 @@ class Service:
             return function
 
         return register
+
+    def record_rejection(self, error: EnvelopeError) -> None:
+        """Keep and log a rejected message's code, pointer and requirement [ENV-038]."""
+        self.rejections.append((str(error.code), error.pointer, error.requirement))
+        _log.info("%s rejected a message: %s", self.name, error)
 
     def registration(self, type_: str) -> Registration | None:
         """The request handler serving ``type_``."""

@@ -32,7 +32,13 @@ from llmproto_ref._idempotency import Claim, request_digest
 from llmproto_ref._limits import Limits
 from llmproto_ref._metrics import Pattern
 from llmproto_ref._registry import ErrorCode
-from llmproto_ref._replies import error_reply, rejection_reply, reply_timing, response
+from llmproto_ref._replies import (
+    error_reply,
+    is_error_kind,
+    rejection_reply,
+    reply_timing,
+    response,
+)
 from llmproto_ref._transport import Delivery, Job, TransportError
 
 if TYPE_CHECKING:
@@ -119,7 +125,8 @@ class Serving:
 
     async def _reject(self, delivery: Delivery, error: EnvelopeError) -> None:
         """Answer bytes that did not decode, when they came with a reply address [ENV-036]."""
-        if delivery.reply_to is None:
+        self.service.record_rejection(error)
+        if delivery.reply_to is None or is_error_kind(delivery.body):
             self.service.stats.dropped += 1
             return
         self.service.stats.rejected += 1
@@ -153,7 +160,8 @@ class Serving:
                 request,
                 misdirected,
                 ExchangeError(
-                    ErrorCode.PROTOCOL_ERROR, f"a {request.kind} was sent to a request address"
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"{_article(request.kind)} {request.kind} was sent to a request address",
                 ),
             )
             return
@@ -476,7 +484,8 @@ class Serving:
         """Handle one cancel broadcast: stop the matching running handler [CAN-003]."""
         try:
             cancel = decode(delivery.body, limits=self.limits, understood=self.understood)
-        except EnvelopeError:
+        except EnvelopeError as exc:
+            self.service.record_rejection(exc)
             self.service.stats.dropped += 1
             return
         if cancel.kind is not Kind.CANCEL or cancel.correlation_id is None:
@@ -499,7 +508,8 @@ class Serving:
         svc = self.service
         try:
             event = decode(delivery.body, limits=self.limits, understood=self.understood)
-        except EnvelopeError:
+        except EnvelopeError as exc:
+            svc.record_rejection(exc)
             svc.stats.dropped += 1
             return
         if event.kind is not Kind.EVENT:
@@ -537,12 +547,13 @@ class Serving:
         try:
             request = decode(job.body, limits=self.limits, understood=self.understood)
         except EnvelopeError as exc:
+            svc.record_rejection(exc)
             svc.stats.dead_lettered += 1
             await job.terminate(reason=f"invalid envelope: {exc}")
             return
         if request.kind is not Kind.REQUEST:
             svc.stats.dead_lettered += 1
-            await job.terminate(reason=f"a {request.kind} is not a job")
+            await job.terminate(reason=f"{_article(request.kind)} {request.kind} is not a job")
             return
         attempt = _Attempt(
             pattern=Pattern.QUEUE,
@@ -587,6 +598,10 @@ def _remember(ids: OrderedDict[str, None], rid: str) -> None:
     ids[rid] = None
     if len(ids) > _REMEMBERED:
         ids.popitem(last=False)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _backoff_ms(delivery_count: int) -> int:

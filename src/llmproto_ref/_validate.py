@@ -52,6 +52,7 @@ def _string(
     max_length: int = 0,
     *,
     remember: bool = False,
+    quote: bool = True,
 ) -> Check:
     """A patterned string; with ``remember``, values already accepted skip the regex.
 
@@ -68,7 +69,8 @@ def _string(
         if max_length and len(value) > max_length:
             raise _fail(pointer, f"{what} is longer than {max_length} characters", requirement)
         if pattern.search(value) is None:
-            raise _fail(pointer, f"{what} {_show(value)} is malformed", requirement)
+            shown = f" {_show(value)}" if quote else ""  # credentials are never quoted [ERR-012]
+            raise _fail(pointer, f"{what}{shown} is malformed", requirement)
         if remember:
             if len(accepted) >= 1024:
                 accepted.clear()
@@ -160,7 +162,7 @@ def _block(schema_name: str, requirement: str, what: str) -> Check:
         elif "enum" in sub:
             members[name] = _enum(tuple(sub["enum"]), requirement, f"{what}.{name}")
         elif "pattern" in sub:
-            members[name] = _string(_pattern(sub), requirement, f"{what}.{name}")
+            members[name] = _string(_pattern(sub), requirement, f"{what}.{name}", quote=False)
         elif sub.get("type") == "boolean":
             members[name] = _boolean(requirement, f"{what}.{name}")
         else:  # pragma: no cover - a schema change this reader does not know
