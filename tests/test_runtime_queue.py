@@ -490,7 +490,7 @@ async def test_invalid_envelopes_on_the_queue_are_dead_lettered_with_their_reaso
             reply = await (await pair.client.submit(QUEUE, "t.job", "still works")).result()
     reasons = sorted(job.reason or "" for job in dead)
     assert 2 == len(reasons)
-    assert "a event is not a job" in reasons[0]
+    assert "an event is not a job" in reasons[0]
     assert "invalid envelope: INVALID_ENVELOPE" in reasons[1]
     assert "still works" == reply.data
     assert 2 == pair.service.stats.dead_lettered

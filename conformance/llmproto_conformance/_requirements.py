@@ -26,7 +26,7 @@ def build(spec_dir: Path) -> dict[str, str]:
     for path in sorted(spec_dir.rglob("*.md")):
         text = path.read_text(encoding="utf-8")
         text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # examples carry no requirements
-        for paragraph in re.split(r"\n\s*\n", text):
+        for paragraph in _items(text):
             flat = " ".join(line.strip() for line in paragraph.splitlines())
             for sentence in re.split(r"(?<=\])[.;]?\s+(?=[A-Z`*|])|(?<=\.)\s+(?=[A-Z])", flat):
                 outside_code = re.sub(r"`[^`]*`", "", sentence)  # mentions, not definitions
@@ -35,6 +35,24 @@ def build(spec_dir: Path) -> dict[str, str]:
                         clean = _TAG.sub("", sentence).strip(" |-*").strip()
                         found[rid] = re.sub(r"\s+([.;,])", r"\1", re.sub(r"\s+", " ", clean))
     return dict(sorted(found.items()))
+
+
+_ITEM_START = re.compile(r"^\s*(?:[-*+]\s|\d+\.\s|\|)")
+
+
+def _items(text: str) -> list[str]:
+    """Paragraphs, with each list item and table row on its own."""
+    items: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        current: list[str] = []
+        for line in paragraph.splitlines():
+            if _ITEM_START.match(line) and current:
+                items.append("\n".join(current))
+                current = []
+            current.append(line)
+        if current:
+            items.append("\n".join(current))
+    return items
 
 
 @functools.cache

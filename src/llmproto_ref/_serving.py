@@ -322,7 +322,9 @@ class Serving:
         if scope.cancel_called:
             return await self._stopped(request, running, attempt, seq)
         if failure is not None:
-            return await self._failed(request, exchange, attempt, failure, seq)
+            failed = await self._failed(request, exchange, attempt, failure, seq)
+            failed.chunks = running.sent  # a non-retryable failure is replayed too [IDEM-001]
+            return failed
         outcome = await self._completed(
             reg, request, exchange, attempt, running=running, value=value
         )
