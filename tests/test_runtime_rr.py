@@ -681,3 +681,42 @@ async def test_cancel_before_the_handler_started_stops_it() -> None:
             await quiet(0.1)
     assert ["hold"] == completed
     assert 0 == pair.service.stats.late_cancels
+
+
+class _BrokenSubscription:
+    """A subscription whose iteration fails the way a broken binding's might."""
+
+    def __aiter__(self) -> _BrokenSubscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise RuntimeError("the binding lost its connection and let the error escape")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_failing_subscription_ends_only_its_own_intake() -> None:
+    """One intake loop that fails is counted; the service keeps serving its other types."""
+    pair = RuntimePair()
+    real_serve = pair.service.transport.serve
+
+    async def serve(type_pattern: str, *, group: str) -> Any:
+        if type_pattern == "t.broken":
+            return _BrokenSubscription()
+        return await real_serve(type_pattern, group=group)
+
+    pair.service.transport.serve = serve  # type: ignore[method-assign]
+
+    @pair.service.handler("t.broken")
+    async def broken(request: Request) -> Any:
+        return None
+
+    @pair.service.handler("t.echo")
+    async def echo(request: Request) -> Any:
+        return request.data
+
+    async with pair:
+        with anyio.fail_after(WAIT):
+            assert "fine" == (await pair.client.request("t.echo", "fine")).data
+    assert 1 == pair.service.stats.intake_failures

@@ -354,8 +354,10 @@ def _is_json(media_type: str) -> bool:
 
 def _plain(value: Any) -> Any:
     """Turn read-only views and tuples given by callers into plain JSON containers."""
-    if type(value) is dict or type(value) is list:
+    if type(value) is dict or type(value) is list or type(value) is str:
         return value  # the common case: nothing to convert at the top
+    if isinstance(value, str):
+        return str(value)  # a StrEnum member such as Kind.EVENT: its wire value
     if isinstance(value, Mapping) and not isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, tuple):

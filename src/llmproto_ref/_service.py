@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -70,6 +70,7 @@ class ServiceStats:
     late_cancels: int = 0  #: cancels for exchanges that had already ended
     dead_lettered: int = 0  #: jobs this service moved to the dead-letter queue
     handler_errors: int = 0  #: handler exceptions that were not ExchangeError
+    intake_failures: int = 0  #: subscriptions or consumers that ended with an error
 
 
 class Service:
@@ -210,15 +211,15 @@ class Service:
             requests = await self.transport.serve(reg.pattern, group=self.name)
             cancels = await self.transport.serve_cancels(reg.pattern)
             self._closing += [requests, cancels]
-            self._intake.start_soon(self._take_requests, requests)
-            self._intake.start_soon(self._take_cancels, cancels)
+            self._intake.start_soon(self._guarded, self._take_requests, requests)
+            self._intake.start_soon(self._guarded, self._take_cancels, cancels)
         for reg in self._events:
             events = await self.transport.subscribe_events(reg.pattern, group=reg.group)
             self._closing.append(events)
-            self._intake.start_soon(self._take_events, reg, events)
+            self._intake.start_soon(self._guarded, self._take_events, reg, events)
         for reg in self._workers:
             consumer = await self.transport.consume(reg.pattern, reg.options)
-            self._intake.start_soon(self._take_jobs, reg, consumer)
+            self._intake.start_soon(self._guarded, self._take_jobs, reg, consumer)
         return self
 
     async def __aexit__(
@@ -254,6 +255,15 @@ class Service:
         return self._serving.running
 
     # -- intake loops ----------------------------------------------------------------
+
+    async def _guarded(self, intake: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run one intake loop; a failing subscription ends only itself, not the service."""
+        try:
+            await intake(*args)
+        except Exception as exc:  # noqa: BLE001 - a broken binding must not stop the others
+            self.stats.intake_failures += 1
+            _log.warning("%s: an intake loop ended with %s: %s", self.name,
+                         type(exc).__name__, exc)  # fmt: skip
 
     async def _take_requests(self, requests: Subscription) -> None:
         on_request = self._serving.on_request
