@@ -33,10 +33,86 @@ from llmproto_ref import MemoryBroker, MemoryTransport
 pytestmark = pytest.mark.timeout(300)
 
 #: The checks each fault runs against (fnmatch patterns of check ids): the ones it breaks.
-TARGETS: dict[str, tuple[str, ...]] = {}
+TARGETS: dict[str, tuple[str, ...]] = {
+    # replies
+    "wrong-correlation": ("rr-reply-correlation", "rr-concurrent-correlation",
+                          "core-rejection-names-request", "core-rejection-unreadable",
+                          "sync-same-envelopes"),
+    "wrong-reply-type": ("rr-reply-type", "core-rejection-unreadable", "str-seq-order"),
+    "duplicate-reply": ("rr-single-terminal-reply", "rr-misdirected-kind",
+                        "str-nothing-after-cancelled"),
+    "drop-final-chunk": ("str-final-chunk", "str-empty-stream"),
+    "seq-off-by-one": ("str-seq-order", "str-final-chunk", "str-empty-stream", "str-error-seq",
+                       "idem-stream-replay"),
+    "no-finish-reason": ("str-final-members",),
+    "no-timing": ("rr-timing-stamps",),
+    "ascii-data": ("rr-echo-round-trip", "sync-call-returns"),
+    "wrong-error-code": ("core-reject-*", "core-fail-every-code", "core-fail-round-trip",
+                         "rr-misdirected-kind"),
+    "wrong-retryable": ("core-fail-default-retryable", "core-fail-round-trip",
+                        "core-rejection-detail", "idem-in-progress"),
+    "no-pointer-detail": ("core-reject-*", "core-rejection-detail",
+                          "core-unsupported-version-lists", "core-fail-round-trip"),
+    "error-extra-member": ("core-error-object-shape",),
+    # what the testee receives
+    "ignore-deadlines": ("dl-*", "wq-expired-job", "evt-expired-not-handled", "str-error-seq"),
+    "no-idempotency": ("idem-*", "wq-idempotent-*"),
+    "crash-on-malformed": ("core-reject-not-json", "core-reject-bad-id"),
+    "oversize-accepted": ("core-reject-oversize",),
+    "lenient-members": ("core-rejected-not-run", "core-reject-unknown-member",
+                        "core-reject-forbidden-member", "core-error-object-shape",
+                        "evt-malformed-dropped"),
+    "strict-minor-version": ("core-accept-minor-version",),
+    "answers-errors": ("rr-misdirected-error-dropped", "core-invalid-error-not-answered"),
+    "non-events-handled": ("evt-non-event-dropped",),
+    "retryable-remembered": ("idem-retryable-forgotten",),
+    "one-at-a-time": ("sync-threads-independent", "idem-in-progress"),
+    "ignore-cancels": ("can-*", "trn-cancel-broadcast"),
+    "leak-late-chunks": ("can-stream-cancelled", "str-nothing-after-cancelled"),
+    # what the testee publishes
+    "wrong-topic": ("evt-emit-topic",),
+    "no-causation": ("evt-emit-causation",),
+    # the worker
+    "ack-before-handling": ("wq-retry-then-succeed", "trn-consumer-close-redelivers"),
+    "redeliver-without-limit": ("wq-dead-lettered", "wq-invalid-job", "trn-delivery-count",
+                                "trn-dead-letter"),
+    "duplicate-jobs": ("wq-job-result", "wq-many-jobs", "wq-retry-then-succeed",
+                       "trn-one-consumer-at-a-time"),
+    "greedy-prefetch": ("wq-slot-free",),
+    # the binding
+    "groups-broadcast": ("evt-group-once", "trn-event-fanout"),
+    "serve-groups-broadcast": ("trn-request-groups",),
+    "wildcards-literal": ("evt-wildcard-*", "trn-wildcards"),
+    "no-responders-silent": ("rr-no-responders", "trn-no-responders"),
+    "blocking-send": ("sync-deadline", "rr-no-responders"),
+    "lossy-bytes": ("trn-opaque-bytes", "core-reject-invalid-utf8"),
+    "raw-exceptions": ("trn-closed-unavailable",),
+    "names-unchecked": ("trn-invalid-names",),
+    "no-reply-address": ("trn-reply-address", "core-rejection-unreadable"),
+    "inbox-reused": ("trn-inbox-unique",),
+    "reorder": ("trn-order", "str-seq-order"),
+    "enqueue-unconfirmed": ("trn-enqueue-stored",),
+    "dedup-broken": ("trn-enqueue-dedup",),
+    "close-acks": ("trn-consumer-close-redelivers",),
+    "prefetch-ignored": ("trn-prefetch",),
+    "lease-never-expires": ("trn-lease-expiry", "trn-dead-letter"),
+    "extend-lease-noop": ("trn-lease-extend", "wq-lease-extended"),
+    "delayed-nack-immediate": ("trn-delayed-nack", "wq-retry-backoff"),
+    "stale-settle-raises": ("trn-stale-settle",),
+    "oversize-dropped": ("trn-payload-too-large",),
+    "capabilities-lie": ("trn-capabilities", "trn-payload-too-large"),
+}  # fmt: skip
 
-#: Faults run with only the testee's connection broken (the suite's own stays sound).
-TESTEE_MODE: frozenset[str] = frozenset()
+#: Faults of the implementation rather than the binding: only the testee's connection is
+#: broken, and the suite drives it over a sound one (testee mode).
+TESTEE_MODE: frozenset[str] = frozenset({
+    "wrong-correlation", "wrong-reply-type", "duplicate-reply", "drop-final-chunk",
+    "seq-off-by-one", "no-finish-reason", "no-timing", "ascii-data", "wrong-error-code",
+    "wrong-retryable", "no-pointer-detail", "error-extra-member", "ignore-deadlines",
+    "no-idempotency", "crash-on-malformed", "oversize-accepted", "lenient-members",
+    "strict-minor-version", "answers-errors", "non-events-handled", "retryable-remembered",
+    "one-at-a-time", "leak-late-chunks", "wrong-topic", "no-causation", "greedy-prefetch",
+})  # fmt: skip
 
 #: Checks no fault makes fail, each with the reason.
 NOT_CAUGHT: dict[str, str] = {}

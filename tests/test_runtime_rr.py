@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from llmproto_ref import (
+    Client,
     Deadline,
     Envelope,
     ErrorCode,
@@ -720,3 +721,12 @@ async def test_a_failing_subscription_ends_only_its_own_intake() -> None:
         with anyio.fail_after(WAIT):
             assert "fine" == (await pair.client.request("t.echo", "fine")).data
     assert 1 == pair.service.stats.intake_failures
+
+
+async def test_an_error_inside_the_client_block_comes_out_as_itself() -> None:
+    """An exception raised inside ``async with Client(...)`` is not wrapped in a group."""
+    pair = RuntimePair()
+    async with pair:
+        with pytest.raises(ValueError, match="mine"):
+            async with Client(pair.client_transport, source="llmp://other"):
+                raise ValueError("mine")

@@ -500,16 +500,29 @@ async def check_retryable_forgotten(ctx: CheckContext) -> None:
 
 
 async def _in_thread(ctx: CheckContext, scenario: Callable[[SyncClient], None]) -> None:
-    """Run ``scenario`` in a worker thread with a SyncClient on the suite's transport."""
+    """Run ``scenario`` in a worker thread with a SyncClient on the suite's transport.
+
+    What the scenario raises is raised here, outside the client and the portal: the task
+    groups of both would wrap it in an exception group.
+    """
+    failures: list[Exception] = []
     async with BlockingPortal() as portal:
 
         def run() -> None:
-            with SyncClient(
-                ctx.transport, source=SUITE_SOURCE, portal=portal, timeout=WAIT_S
-            ) as sc:
-                scenario(sc)
+            try:
+                with SyncClient(
+                    ctx.transport, source=SUITE_SOURCE, portal=portal, timeout=WAIT_S
+                ) as sc:
+                    try:
+                        scenario(sc)
+                    except Exception as exc:  # noqa: BLE001 - raised again by the check below
+                        failures.append(exc)
+            except Exception as exc:  # noqa: BLE001 - the same, for the client's own failures
+                failures.append(exc)
 
         await anyio.to_thread.run_sync(run)
+    if failures:
+        raise failures[0]
 
 
 @check(

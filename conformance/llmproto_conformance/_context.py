@@ -145,7 +145,7 @@ class CheckContext:
         return RawReplies(replies=tuple(replies), undecodable=tuple(undecodable))
 
     def request_bytes(self, op: str, data: Any = None, **members: Any) -> Envelope:
-        """A well-formed request envelope for ``op`` (its reply_to is filled in by raw sends)."""
+        """A well-formed request envelope for ``op``; set ``reply_to`` for replies to reach you."""
         return Envelope.new(kind=Kind.REQUEST, type=TESTEE_TYPES[op], source=SUITE_SOURCE,
                             data=data, **members)  # fmt: skip
 

@@ -88,7 +88,7 @@ FAULTS: dict[str, str] = {
     "one-at-a-time": "the testee takes a request only after answering the previous one",
     # cancels the testee receives
     "ignore-cancels": "no cancel is ever delivered",
-    "leak-late-chunks": "cancels of a stream that has sent a chunk never arrive",
+    "leak-late-chunks": "a cancelled stream is answered CANCELLED, and then chunks keep coming",
     # events the testee publishes
     "wrong-topic": "events are published to the topic <type>.v1 instead of their type",
     "no-causation": "published events lose their causation_id",
@@ -132,6 +132,9 @@ _TURN_S = 5.0  #: longest one-at-a-time waits for the previous request's answer
 _LATE_S = 0.03  #: how late reorder sends every other message
 _BLOCK_S = 2.0  #: how long blocking-send blocks
 _UNCONFIRMED_S = 0.05  #: how late enqueue-unconfirmed stores a job
+_LEAKED = 3  #: chunks leak-late-chunks sends after CANCELLED
+#: serve-groups-broadcast: a group name of its own for every member, in the whole process
+_MEMBERS = itertools.count()
 #: Faults that need the wrapper's task group.
 _BACKGROUND = frozenset({"reorder", "enqueue-unconfirmed", "greedy-prefetch"})
 
@@ -300,10 +303,11 @@ class FaultyTransport:
         self.inner = inner
         self.fault = fault
         self._tg: TaskGroup | None = None
-        self._counter = itertools.count()
+        self._counter = itertools.count()  #: dedup-broken: message ids of their own
+        self._turns: dict[str, itertools.count[int]] = {}  #: reorder: messages per address
         self._serving: list[Subscription] = []  #: crash-on-malformed closes these
         self._crashed = False
-        self._streaming: set[str] = set()  #: leak-late-chunks: requests that sent a chunk
+        self._streaming: dict[str, int] = {}  #: leak-late-chunks: chunks sent per request
         self._keys: dict[str, tuple[str, str]] = {}  #: retryable-remembered: id -> key
         self._stored: dict[tuple[str, str], Members] = {}  #: retryable-remembered: key -> error
         self._busy: str | None = None  #: one-at-a-time: the request being handled
@@ -358,10 +362,22 @@ class FaultyTransport:
                 return fallback()
             raise
 
-    def _later(self, delay_s: float, send: Callable[[], Awaitable[None]]) -> bool:
-        """Run ``send`` after ``delay_s`` in the background; ``False`` when not entered."""
+    def _later(
+        self, delay_s: float, send: Callable[[], Awaitable[None]], name: str, body: bytes
+    ) -> bool:
+        """Run ``send`` after ``delay_s`` in the background; ``False`` when not entered.
+
+        What the inner transport would refuse at once (a malformed name, a body too large)
+        is refused here first, so only a message that would have gone out goes out late.
+        """
         if self._tg is None:
             return False
+        validate_queue_name(name)
+        limit = self.inner.capabilities.max_payload
+        if len(body) > limit:
+            raise TransportError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"body of {len(body)} bytes is over {limit}"
+            )
 
         async def run() -> None:
             await anyio.sleep(delay_s)
@@ -371,10 +387,12 @@ class FaultyTransport:
         self._tg.start_soon(run)
         return True
 
-    async def _send(self, send: Callable[[], Awaitable[None]]) -> None:
-        """Send now, or (reorder, every other message) a little later."""
-        if self.fault == "reorder" and next(self._counter) % 2 == 0 and self._later(_LATE_S, send):
-            return
+    async def _send(self, send: Callable[[], Awaitable[None]], name: str, body: bytes) -> None:
+        """Send now, or (reorder: every other message to ``name``) a little later."""
+        if self.fault == "reorder":
+            turn = next(self._turns.setdefault(name, itertools.count()))
+            if turn % 2 == 0 and self._later(_LATE_S, send, name, body):
+                return
         await self._op(send(), lambda: None)
 
     def _subscription(self, inner: Subscription, route: _Route) -> Subscription:
@@ -385,7 +403,8 @@ class FaultyTransport:
     async def serve(self, type_pattern: str, *, group: str) -> Subscription:
         """Requests, as the faulty testee receives them."""
         if self.fault == "serve-groups-broadcast":
-            group = f"{group}-{next(self._counter)}"
+            validate_queue_name(group)
+            group = f"{group}.m{next(_MEMBERS)}"
         sub = await self._op(self.inner.serve(type_pattern, group=group), _no_subscription)
         self._serving.append(sub)
         if self.fault == "wildcards-literal" and _wildcard(type_pattern):
@@ -488,19 +507,37 @@ class FaultyTransport:
             if rewrite is not None:
                 bodies = [orjson.dumps(m) for m in rewrite(members)]
         for reply in bodies:
-            await self._send(functools.partial(self.inner.send_reply, address, reply))
+            await self._send(functools.partial(self.inner.send_reply, address, reply), address,
+                             reply)  # fmt: skip
+        if members is not None and self.fault == "leak-late-chunks":
+            await self._leak(address, members)
 
     def _observe(self, reply: Members) -> None:
         """Note what a reply says for the faults that depend on earlier replies."""
         rid = reply.get("correlation_id")
-        if self.fault == "leak-late-chunks" and reply["kind"] == Kind.CHUNK:
-            self._streaming.add(rid or "")
+        if self.fault == "leak-late-chunks" and reply["kind"] == Kind.CHUNK and not _final(reply):
+            self._streaming[rid or ""] = int(reply["seq"]) + 1
         elif self.fault == "retryable-remembered" and reply["kind"] == Kind.ERROR:
             key = self._keys.pop(rid or "", None)
             if key is not None:
                 self._stored[key] = reply
         elif self.fault == "one-at-a-time" and rid == self._busy and _terminal(reply):
             self._busy = None
+
+    async def _leak(self, address: str, reply: Members) -> None:
+        """leak-late-chunks: after the CANCELLED that ends a stream, more of its chunks."""
+        if not _terminal(reply):
+            return
+        sent = self._streaming.pop(reply.get("correlation_id") or "", None)
+        if sent is None or reply["kind"] != Kind.ERROR:
+            return
+        if reply["error"].get("code") != ErrorCode.CANCELLED:
+            return
+        for seq in range(sent, sent + _LEAKED):
+            chunk = Envelope.new(kind=Kind.CHUNK, type=reply["type"], source=reply["source"],
+                                 correlation_id=reply["correlation_id"], seq=seq,
+                                 data={"index": seq})  # fmt: skip
+            await self.inner.send_reply(address, orjson.dumps(chunk.to_dict()))
 
     # -- cancels and events ------------------------------------------------------------------
 
@@ -520,10 +557,6 @@ class FaultyTransport:
     async def _on_cancel(self, delivery: Delivery) -> list[Delivery]:
         if self.fault == "lossy-bytes":
             return await self._lossy(delivery)
-        if self.fault == "leak-late-chunks":
-            cancel = _members(delivery.body)
-            if cancel is not None and cancel.get("correlation_id") in self._streaming:
-                return []
         return [delivery]
 
     async def publish_event(self, type: str, body: bytes) -> None:
@@ -535,11 +568,12 @@ class FaultyTransport:
                 topic = f"{type}.v1"
         elif self.fault == "no-causation":
             body = _without(body, "causation_id")
-        await self._send(lambda: self.inner.publish_event(topic, body))
+        await self._send(lambda: self.inner.publish_event(topic, body), topic, body)
 
     async def subscribe_events(self, pattern: str, *, group: str | None = None) -> Subscription:
         """Events, as the faulty testee receives them."""
-        if self.fault == "groups-broadcast":
+        if self.fault == "groups-broadcast" and group is not None:
+            validate_queue_name(group)
             group = None
         sub = await self._op(self.inner.subscribe_events(pattern, group=group), _no_subscription)
         if self.fault == "wildcards-literal" and _wildcard(pattern):
@@ -564,7 +598,7 @@ class FaultyTransport:
         async def store() -> None:
             await self.inner.enqueue(queue, body, message_id=message_id)
 
-        if self.fault == "enqueue-unconfirmed" and self._later(_UNCONFIRMED_S, store):
+        if self.fault == "enqueue-unconfirmed" and self._later(_UNCONFIRMED_S, store, queue, body):
             return
         await self._op(store(), lambda: None)
 
@@ -673,7 +707,7 @@ class _FaultyConsumer:
             if self.fault == "ack-before-handling":
                 await job.ack()
                 wrapped.settled = True
-            else:
+            elif self.fault == "close-acks":
                 self.unsettled.add(wrapped)
             yield wrapped
             if self.fault == "duplicate-jobs":

@@ -115,7 +115,7 @@ class Client:
         if self._tg is None or self._inbox is None:
             return
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
+        await self._tg.__aexit__(None, None, None)  # the caller's exception stays its own
         with anyio.CancelScope(shield=True):
             await self._inbox.subscription.aclose()
         for request_id in list(self._slots):
