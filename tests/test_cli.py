@@ -221,3 +221,27 @@ def test_demo_on_an_unknown_scheme_fails_clearly(capsys: pytest.CaptureFixture[s
     """A transport URL llmproto cannot open ends the demo with status 1 and says why."""
     assert 1 == main(["demo", "--transport", "carrier-pigeon://coop"])
     assert "memory://" in capsys.readouterr().err
+
+
+def test_bench_prints_each_figure_beside_raw(capsys: pytest.CaptureFixture[str]) -> None:
+    """``llmproto bench --json`` measures on memory:// and gives every figure a raw twin."""
+    assert 0 == main(["bench", "--transport", "memory://bench-test", "--pattern", "rr",
+                      "--pattern", "event", "--in-flight", "8", "--json"])  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    assert {"perf-request-response", "perf-events"} == set(document["figures"])
+    rr = document["figures"]["perf-request-response"]
+    assert {"rr_1_rps", "rr_1_rps_raw", "rr_8_rps", "rr_8_rps_raw", "rr_1_p50_ms_raw"} <= set(rr)
+    assert 0 < rr["rr_1_rps"]
+    assert 0 < rr["rr_1_rps_raw"]
+    assert {} == document["errors"]
+
+
+def test_bench_table_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    """The table names the ratio column; a bad --in-flight is a usage error (exit 2)."""
+    assert 0 == main(["bench", "--transport", "memory://bench-table", "--pattern", "stream"])
+    out = capsys.readouterr().out
+    assert "ratio" in out
+    assert "stream_chunks_per_s" in out
+    with pytest.raises(SystemExit) as caught:
+        main(["bench", "--in-flight", "0"])
+    assert 2 == caught.value.code

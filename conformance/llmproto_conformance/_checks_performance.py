@@ -287,7 +287,9 @@ async def check_request_response(ctx: CheckContext) -> dict[str, Any]:
     """
     figures: dict[str, Any] = {"rr_payload_bytes": _request_size(f"_INBOX.{new_id()}")}
     echo = TESTEE_TYPES["echo"]
-    phases = {"rr_1": (1, RR_SEQUENTIAL), f"rr_{RR_PARALLEL}": (RR_PARALLEL, RR_ROUNDS)}
+    in_flight = int(ctx.options.get("in_flight", RR_PARALLEL))  # llmproto bench --in-flight
+    per_caller = max(1, RR_PARALLEL * RR_ROUNDS // in_flight)
+    phases = {"rr_1": (1, RR_SEQUENTIAL), f"rr_{in_flight}": (in_flight, per_caller)}
     measured: dict[str, tuple[list[float], float]] = {}
     for name, (width, rounds) in phases.items():
         async with _measuring_client(ctx) as client:

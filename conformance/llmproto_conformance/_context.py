@@ -78,6 +78,7 @@ class CheckContext:
         adapter_mode: bool,
         run_id: str,
         open_transport: Callable[[], Transport] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self.transport = transport
         self.client = client
@@ -85,6 +86,8 @@ class CheckContext:
         self.run_id = run_id
         #: fresh, unentered transports of the kind under test (transport-contract checks)
         self.open_transport = open_transport
+        #: run options, e.g. ``in_flight`` for the performance checks (``llmproto bench``)
+        self.options: Mapping[str, Any] = dict(options or {})
         self._counter = itertools.count()
 
     @property

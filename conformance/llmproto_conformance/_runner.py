@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -58,6 +59,7 @@ class RunPlan:
     testee: bool = False
     expected_failures: Mapping[str, str] = field(default_factory=dict)
     check_ids: frozenset[str] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  #: e.g. ``in_flight`` for benchmarks
 
 
 def select(plan: RunPlan) -> list[Check]:
@@ -143,7 +145,8 @@ async def run_suite(
             Client(suite_side, source=SUITE_SOURCE, timeout=10)
         )
         ctx = CheckContext(suite_side, client, adapter_mode=not plan.testee,
-                           run_id=secrets.token_hex(4), open_transport=open_transport)  # fmt: skip
+                           run_id=secrets.token_hex(4), open_transport=open_transport,
+                           options=plan.options)  # fmt: skip
         for check in checks:
             result = await run_one(check, ctx)
             reason = plan.expected_failures.get(check.id)

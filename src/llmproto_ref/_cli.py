@@ -240,9 +240,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.set_defaults(run=_demo, parser=demo)
 
+    from llmproto_conformance._bench import add_bench_command
     from llmproto_conformance._command import add_conformance_commands
 
     add_conformance_commands(commands)
+    add_bench_command(commands)
     return parser
 
 
