@@ -46,8 +46,19 @@ KINDS = ("request", "response", "error", "event", "chunk", "cancel")
 
 #: Members whose presence depends on the kind; all others are optional everywhere.
 KIND_SPECIFIC = (
-    "correlation_id", "reply_to", "deadline", "idempotency_key", "seq", "final", "finish_reason",
-    "usage", "content_type", "dataschema", "data", "data_base64", "error",
+    "correlation_id",
+    "reply_to",
+    "deadline",
+    "idempotency_key",
+    "seq",
+    "final",
+    "finish_reason",
+    "usage",
+    "content_type",
+    "dataschema",
+    "data",
+    "data_base64",
+    "error",
 )
 
 #: Members every envelope carries [ENV-009].
@@ -64,7 +75,11 @@ PRESENCE: dict[str, dict[str, str]] = {
     "error": {"correlation_id": "O", "seq": "O", "error": "R"},
     "event": {"deadline": "O", **_PAYLOAD},
     "chunk": {
-        "correlation_id": "R", "seq": "R", "final": "O", "finish_reason": "O", "usage": "O",
+        "correlation_id": "R",
+        "seq": "R",
+        "final": "O",
+        "finish_reason": "O",
+        "usage": "O",
         **_PAYLOAD,
     },
     "cancel": {"correlation_id": "R"},
@@ -170,8 +185,20 @@ UINT53: SearchStrategy[int | float] = st.one_of(
 TEXT = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=16),
     st.sampled_from(
-        ["", "\x00", "\U0001f600", "\u2028\u2029", "e\u0301", "\ufeff", "\u05de\u05d4", "\\u003a",
-         ":", '"', "\\", "a:b"]
+        [
+            "",
+            "\x00",
+            "\U0001f600",
+            "\u2028\u2029",
+            "e\u0301",
+            "\ufeff",
+            "\u05de\u05d4",
+            "\\u003a",
+            ":",
+            '"',
+            "\\",
+            "a:b",
+        ]
     ),
 )
 JSON_SCALARS: SearchStrategy[Any] = st.one_of(
@@ -184,9 +211,7 @@ JSON_SCALARS: SearchStrategy[Any] = st.one_of(
 #: Any JSON value, nested at most four containers deep.
 JSON_VALUES: SearchStrategy[Any] = st.recursive(
     JSON_SCALARS,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)
-    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
     max_leaves=12,
 )
 
@@ -205,8 +230,13 @@ _MEDIA_PART = st.builds(_concat, st.sampled_from(ALNUM), st.text(MEDIA_CHARS, ma
 _MEDIA_LONGEST = st.builds(_concat, st.sampled_from(ALNUM), _padded(MEDIA_CHARS, 126))
 CONTENT_TYPES = st.one_of(
     st.sampled_from(
-        ["application/json", "application/llmp+json; charset=utf-8", "text/plain;charset=utf-8",
-         "application/octet-stream", "image/png"]
+        [
+            "application/json",
+            "application/llmp+json; charset=utf-8",
+            "text/plain;charset=utf-8",
+            "application/octet-stream",
+            "image/png",
+        ]
     ),
     st.builds(
         lambda kind, sub, params: f"{kind}/{sub}{params}",
@@ -214,22 +244,31 @@ CONTENT_TYPES = st.one_of(
         _MEDIA_PART,
         st.one_of(
             st.just(""),
-            st.builds(lambda sp, rest: f"{sp};{rest}", st.text(" ", max_size=2),
-                      st.text(PRINTABLE, max_size=24)),
+            st.builds(
+                lambda sp, rest: f"{sp};{rest}",
+                st.text(" ", max_size=2),
+                st.text(PRINTABLE, max_size=24),
+            ),
         ),
     ),
     st.builds(lambda kind, sub: f"{kind}/{sub}", _MEDIA_LONGEST, _MEDIA_LONGEST),  # 255 chars
 )
 
 REGISTRY_CODES = (
-    "INVALID_ENVELOPE", "UNSUPPORTED_VERSION", "UNSUPPORTED_EXTENSION", "RATE_LIMITED",
-    "DEADLINE_EXCEEDED", "INTERNAL", "CONTEXT_LENGTH_EXCEEDED",
+    "INVALID_ENVELOPE",
+    "UNSUPPORTED_VERSION",
+    "UNSUPPORTED_EXTENSION",
+    "RATE_LIMITED",
+    "DEADLINE_EXCEEDED",
+    "INTERNAL",
+    "CONTEXT_LENGTH_EXCEEDED",
 )
 _DETAIL = st.builds(
     lambda type_, extra: {"type": type_, **extra},
     TYPE_NAMES,
-    st.dictionaries(st.sampled_from(["pointer", "requirement", "field", "reason"]), JSON_VALUES,
-                    max_size=2),
+    st.dictionaries(
+        st.sampled_from(["pointer", "requirement", "field", "reason"]), JSON_VALUES, max_size=2
+    ),
 )
 ERRORS = st.fixed_dictionaries(
     {
@@ -266,9 +305,7 @@ TRACES = st.fixed_dictionaries(
 TIMINGS = st.fixed_dictionaries(
     {}, optional=dict.fromkeys(("call", "sent", "received", "handled"), UINT53)
 )
-AUTHS = st.fixed_dictionaries(
-    {"scheme": st.just("bearer"), "token": _sized(VISIBLE, 1, 16384)}
-)
+AUTHS = st.fixed_dictionaries({"scheme": st.just("bearer"), "token": _sized(VISIBLE, 1, 16384)})
 SIGS = st.fixed_dictionaries(
     {
         "alg": st.one_of(st.sampled_from(["EdDSA", "HS256"]), _sized(TYPE_CHARS, 1, 32)),
@@ -311,8 +348,10 @@ CRITICAL_NAMES = st.one_of(
     st.builds(
         lambda head, tail: head + "".join(sep + word for sep, word in tail),
         st.text(LOWER_ALNUM, min_size=1, max_size=6),
-        st.lists(st.tuples(st.sampled_from("._-"), st.text(LOWER_ALNUM, min_size=1, max_size=6)),
-                 max_size=3),
+        st.lists(
+            st.tuples(st.sampled_from("._-"), st.text(LOWER_ALNUM, min_size=1, max_size=6)),
+            max_size=3,
+        ),
     ),
     _padded(LOWER_ALNUM, 64),
 )
@@ -383,8 +422,16 @@ def _envelope(draw: DrawFn, kind: str | None) -> dict[str, Any]:
         if draw(st.booleans()):
             members[name] = draw(MEMBER_VALUES[name])
 
-    for name in ("correlation_id", "reply_to", "deadline", "idempotency_key", "seq", "error",
-                 "content_type", "dataschema"):
+    for name in (
+        "correlation_id",
+        "reply_to",
+        "deadline",
+        "idempotency_key",
+        "seq",
+        "error",
+        "content_type",
+        "dataschema",
+    ):
         if table.get(name) == "R":
             members[name] = draw(MEMBER_VALUES[name])
         elif table.get(name) == "O":
@@ -427,58 +474,223 @@ Path = tuple[str | int, ...]
 Mutation = Callable[[DrawFn, dict[str, Any]], dict[str, Any]]
 
 BAD_CHARS = (
-    " ", "\t", "\n", "\r", "\x00", "\x7f", "\x80", "\u00e9", "\u2028", "\ufeff", "\u0663",
-    "\uff11", "\U0001f600", "/", ".", "-", "_", "~", ":", "+", "=", ";", "A", "z", "0", '"', "\\",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\x00",
+    "\x7f",
+    "\x80",
+    "\u00e9",
+    "\u2028",
+    "\ufeff",
+    "\u0663",
+    "\uff11",
+    "\U0001f600",
+    "/",
+    ".",
+    "-",
+    "_",
+    "~",
+    ":",
+    "+",
+    "=",
+    ";",
+    "A",
+    "z",
+    "0",
+    '"',
+    "\\",
 )
 UNKNOWN_NAMES = (
-    "Id", "ID", "Kind", "kind ", " kind", "specversion", "datacontenttype", "data64", "extensions",
-    "acme.priority", "x", "", "llmp\n", "correlationId", "Final", "errors", "~0", "a/b", "\u00e9",
+    "Id",
+    "ID",
+    "Kind",
+    "kind ",
+    " kind",
+    "specversion",
+    "datacontenttype",
+    "data64",
+    "extensions",
+    "acme.priority",
+    "x",
+    "",
+    "llmp\n",
+    "correlationId",
+    "Final",
+    "errors",
+    "~0",
+    "a/b",
+    "\u00e9",
     "\x00",
 )
 NESTED_NAMES = (
-    "extra", "Type", "type ", "code\n", "x.y", "acme.priority", "bad name", "a", "input_tokens",
-    "Input", "1x", "x" * 65, "", "call", "tracestate", "origin", "details", "nonce",
+    "extra",
+    "Type",
+    "type ",
+    "code\n",
+    "x.y",
+    "acme.priority",
+    "bad name",
+    "a",
+    "input_tokens",
+    "Input",
+    "1x",
+    "x" * 65,
+    "",
+    "call",
+    "tracestate",
+    "origin",
+    "details",
+    "nonce",
 )
 NESTED_VALUES: tuple[Any, ...] = (0, 7, UINT53_MAX, -1, "x", "", True, None, [], {})
 RETYPES: tuple[Any, ...] = (None, True, False, 0, 1, -1, 1.5, "", "x", "1", [], ["x"], {}, {"a": 1})
 BAD_NUMBERS = (
-    -1, -1.0, -(2**53), 2**53, 2**53 + 1, 2**64, 0.5, 1.5, -0.5, 9007199254740992.0, 1e300,
-    True, False, UINT53_MAX, 0, 2.0, "1",
+    -1,
+    -1.0,
+    -(2**53),
+    2**53,
+    2**53 + 1,
+    2**64,
+    0.5,
+    1.5,
+    -0.5,
+    9007199254740992.0,
+    1e300,
+    True,
+    False,
+    UINT53_MAX,
+    0,
+    2.0,
+    "1",
 )
 BAD_VERSIONS = (
-    "2.0", "0.9", "1.01", "1.00", "1", "1.", ".0", "01.0", "1.0.0", "v1.0", "1.10000", "10000.0",
-    "1.99999", " 1.0", "1.0 ", "1.0\n", "\n1.0", "1,0", "\uff11.0", "1.\u0660", "2.0\n",
-    "9999.9999", "1.9999", "1.10", "3.1", "", "1.-1", "1.+1", "1.0e0", "1e0", 1.0, 1,
+    "2.0",
+    "0.9",
+    "1.01",
+    "1.00",
+    "1",
+    "1.",
+    ".0",
+    "01.0",
+    "1.0.0",
+    "v1.0",
+    "1.10000",
+    "10000.0",
+    "1.99999",
+    " 1.0",
+    "1.0 ",
+    "1.0\n",
+    "\n1.0",
+    "1,0",
+    "\uff11.0",
+    "1.\u0660",
+    "2.0\n",
+    "9999.9999",
+    "1.9999",
+    "1.10",
+    "3.1",
+    "",
+    "1.-1",
+    "1.+1",
+    "1.0e0",
+    "1e0",
+    1.0,
+    1,
 )
 BAD_KINDS = (
-    "Request", "REQUEST", "", "request\n", " request", "requests", "reply", "notification",
-    "chunk\n", "Error",
+    "Request",
+    "REQUEST",
+    "",
+    "request\n",
+    " request",
+    "requests",
+    "reply",
+    "notification",
+    "chunk\n",
+    "Error",
 )
 BAD_EXT_NAMES = (
-    "acme", "Acme.x", "acme..x", ".acme.x", "acme.x.", "acme-.x", "acme.x-", "acme_x.y", "a.b\n",
-    "a" * 32 + "." + "b" * 32, "acme.\u00e9", "acme.-x", "a--b.c", "a-b.c-d", "1.2",
+    "acme",
+    "Acme.x",
+    "acme..x",
+    ".acme.x",
+    "acme.x.",
+    "acme-.x",
+    "acme.x-",
+    "acme_x.y",
+    "a.b\n",
+    "a" * 32 + "." + "b" * 32,
+    "acme.\u00e9",
+    "acme.-x",
+    "a--b.c",
+    "a-b.c-d",
+    "1.2",
     "acme.priority",
 )
 BAD_CRITICAL_NAMES = (
-    "Enc", "enc.", ".enc", "a..b", "a--b", "a b", "", "\u00e9", "a/b", "x" * 65, "x" * 64,
-    "enc\n", "a_", "a_b", "a-b.c_d", "A",
+    "Enc",
+    "enc.",
+    ".enc",
+    "a..b",
+    "a--b",
+    "a b",
+    "",
+    "\u00e9",
+    "a/b",
+    "x" * 65,
+    "x" * 64,
+    "enc\n",
+    "a_",
+    "a_b",
+    "a-b.c_d",
+    "A",
 )
 BAD_TYPES = (
-    "a." * 16 + "a", "a." * 15 + "a", "a" * 65, "a" * 64, ".".join(["a" * 64] * 3 + ["a" * 61]),
-    ".".join(["a" * 64] * 3 + ["a" * 60]), "a..b", ".a", "a.", "", "a b", "a/b", "\u00e9", "a\n",
+    "a." * 16 + "a",
+    "a." * 15 + "a",
+    "a" * 65,
+    "a" * 64,
+    ".".join(["a" * 64] * 3 + ["a" * 61]),
+    ".".join(["a" * 64] * 3 + ["a" * 60]),
+    "a..b",
+    ".a",
+    "a.",
+    "",
+    "a b",
+    "a/b",
+    "\u00e9",
+    "a\n",
 )
 BAD_CONTENT_TYPES = (
-    "a" * 127 + "/" + "b" * 127 + ";", "a" * 127 + "/" + "b" * 127, "a" * 128 + "/b",
-    "application/json\n", "application/", "/json", "application json", "*/*",
-    "application/json;charset=\u00fc", "application/json; charset=utf-8", "text/plain ;a",
-    "a/b\t;x", "a/b;\n", "-a/b", "a/-b",
+    "a" * 127 + "/" + "b" * 127 + ";",
+    "a" * 127 + "/" + "b" * 127,
+    "a" * 128 + "/b",
+    "application/json\n",
+    "application/",
+    "/json",
+    "application json",
+    "*/*",
+    "application/json;charset=\u00fc",
+    "application/json; charset=utf-8",
+    "text/plain ;a",
+    "a/b\t;x",
+    "a/b;\n",
+    "-a/b",
+    "a/-b",
 )
 BAD_TRACEPARENTS = (
-    "00-" + "0" * 32 + "-" + "1" * 16 + "-01", "00-" + "1" * 32 + "-" + "0" * 16 + "-01",
-    "00-" + "A" * 32 + "-" + "1" * 16 + "-01", "00-" + "1" * 31 + "-" + "1" * 16 + "-01",
-    "00-" + "1" * 33 + "-" + "1" * 16 + "-01", "00-" + "1" * 32 + "-" + "1" * 15 + "-01",
-    "00-" + "1" * 32 + "-" + "1" * 16 + "-1", "00" + "1" * 32 + "-" + "1" * 16 + "-01",
-    "00-" + "1" * 32 + "-" + "1" * 16 + "-01\n", "ff-" + "1" * 32 + "-" + "1" * 16 + "-01",
+    "00-" + "0" * 32 + "-" + "1" * 16 + "-01",
+    "00-" + "1" * 32 + "-" + "0" * 16 + "-01",
+    "00-" + "A" * 32 + "-" + "1" * 16 + "-01",
+    "00-" + "1" * 31 + "-" + "1" * 16 + "-01",
+    "00-" + "1" * 33 + "-" + "1" * 16 + "-01",
+    "00-" + "1" * 32 + "-" + "1" * 15 + "-01",
+    "00-" + "1" * 32 + "-" + "1" * 16 + "-1",
+    "00" + "1" * 32 + "-" + "1" * 16 + "-01",
+    "00-" + "1" * 32 + "-" + "1" * 16 + "-01\n",
+    "ff-" + "1" * 32 + "-" + "1" * 16 + "-01",
     "00-" + "1" * 32 + "-" + "1" * 16 + "-01-00",
 )
 
@@ -640,14 +852,27 @@ def _bend_string(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     if found is None:
         return _retype(draw, doc)
     path, value = found
-    how = draw(st.sampled_from(
-        ("newline", "newline", "cr", "leading", "insert", "replace", "empty", "upper", "lower",
-         "longer", "shorter")
-    ))
+    how = draw(
+        st.sampled_from(
+            (
+                "newline",
+                "newline",
+                "cr",
+                "leading",
+                "insert",
+                "replace",
+                "empty",
+                "upper",
+                "lower",
+                "longer",
+                "shorter",
+            )
+        )
+    )
     if how in ("insert", "replace"):
         at = draw(st.integers(0, max(len(value) - (how == "replace"), 0)))
         char = draw(st.sampled_from(BAD_CHARS))
-        bent = value[:at] + char + value[at + (how == "replace"):]
+        bent = value[:at] + char + value[at + (how == "replace") :]
     else:
         bent = {
             "newline": value + "\n",
@@ -664,8 +889,11 @@ def _bend_string(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _off_by_one(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     """A bounded string one character past its length limit (the valid tests cover the limit)."""
-    bounded = [path for path, value in _nodes(doc)
-               if isinstance(value, str) and _signature(path) in LENGTHS]
+    bounded = [
+        path
+        for path, value in _nodes(doc)
+        if isinstance(value, str) and _signature(path) in LENGTHS
+    ]
     if not bounded:
         return _counts(draw, doc)
     path = bounded[draw(st.integers(0, len(bounded) - 1))]
@@ -701,8 +929,9 @@ def _counts(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _bend_number(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
     """A number out of 0..2^53-1, not integral, or a boolean where an integer goes."""
-    found = _pick(draw, doc, lambda _, value: isinstance(value, int | float)
-                  and not isinstance(value, bool))
+    found = _pick(
+        draw, doc, lambda _, value: isinstance(value, int | float) and not isinstance(value, bool)
+    )
     if found is None:
         name = draw(st.sampled_from(("seq", "timing")))
         value = draw(st.sampled_from(BAD_NUMBERS))
@@ -714,10 +943,19 @@ def _probe_timestamps(value: str) -> list[str]:
     """The impossible dates and times a valid timestamp ``value`` is turned into first."""
     year, tail, day = value[:4], value[10:], value[:11]
     return [
-        f"{year}-02-30{tail}", f"{year}-06-31{tail}", f"{year}-13{value[7:]}",
-        f"{value[:8]}00{tail}", f"0000{value[4:]}", f"2023-02-29{tail}", f"1900-02-29{tail}",
-        f"2100-02-29{tail}", f"2026-02-30{tail}", f"{day}24:00:00.000Z", f"{day}23:59:60.000Z",
-        value[:-2] + "Z", value[:-1] + "z",
+        f"{year}-02-30{tail}",
+        f"{year}-06-31{tail}",
+        f"{year}-13{value[7:]}",
+        f"{value[:8]}00{tail}",
+        f"0000{value[4:]}",
+        f"2023-02-29{tail}",
+        f"1900-02-29{tail}",
+        f"2100-02-29{tail}",
+        f"2026-02-30{tail}",
+        f"{day}24:00:00.000Z",
+        f"{day}23:59:60.000Z",
+        value[:-2] + "Z",
+        value[:-1] + "z",
     ]
 
 
@@ -725,12 +963,30 @@ def _bad_timestamps(value: str) -> list[str]:
     year, tail, day = value[:4], value[10:], value[:11]
     return [
         *_probe_timestamps(value),
-        f"{year}-02-31{tail}", f"{year}-04-31{tail}", f"{year}-09-31{tail}", f"{year}-11-31{tail}",
-        f"{year}-00{value[7:]}", f"{value[:8]}32{tail}", f"2000-02-29{tail}", f"2024-02-29{tail}",
-        f"2026-02-28{tail}", f"{day}23:60:00.000Z", value[:-5] + "Z", value[:-1] + "0Z",
-        value[:-1] + "+00:00", value[:-1] + "-00:00", value[:10] + "t" + value[11:],
-        value[:10] + " " + value[11:], value[:-5] + ",000Z", value + "\n", "\uff12" + value[1:],
-        "\u0662" + value[1:], "+" + value, "1" + value, value[1:], value.lower(),
+        f"{year}-02-31{tail}",
+        f"{year}-04-31{tail}",
+        f"{year}-09-31{tail}",
+        f"{year}-11-31{tail}",
+        f"{year}-00{value[7:]}",
+        f"{value[:8]}32{tail}",
+        f"2000-02-29{tail}",
+        f"2024-02-29{tail}",
+        f"2026-02-28{tail}",
+        f"{day}23:60:00.000Z",
+        value[:-5] + "Z",
+        value[:-1] + "0Z",
+        value[:-1] + "+00:00",
+        value[:-1] + "-00:00",
+        value[:10] + "t" + value[11:],
+        value[:10] + " " + value[11:],
+        value[:-5] + ",000Z",
+        value + "\n",
+        "\uff12" + value[1:],
+        "\u0662" + value[1:],
+        "+" + value,
+        "1" + value,
+        value[1:],
+        value.lower(),
     ]
 
 
@@ -770,8 +1026,9 @@ def _break_block(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
         if how == "duplicate":
             critical.append(critical[0])
         elif how == "name":
-            critical.insert(draw(st.integers(0, len(critical))),
-                            draw(st.sampled_from(BAD_CRITICAL_NAMES)))
+            critical.insert(
+                draw(st.integers(0, len(critical))), draw(st.sampled_from(BAD_CRITICAL_NAMES))
+            )
         elif how == "item":
             critical.append(draw(st.sampled_from((1, None, True, ["enc"], {"enc": 1}))))
         else:
@@ -795,13 +1052,16 @@ def _break_block(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
 
 def _cross_rule_breaks(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """``doc`` with data/data_base64 exclusivity, an enc rule or the final-chunk rule broken."""
+
     def without(name: str) -> dict[str, Any]:
         return {key: value for key, value in doc.items() if key != name}
 
     broken = [{**doc, "enc": {"alg": "A256GCM", "kid": "k1", "iv": "AAAAAAAAAAAAAAAA"}}]
     if "enc" in doc:
         broken += [
-            without("data_base64"), without("critical"), {**doc, "data": None},
+            without("data_base64"),
+            without("critical"),
+            {**doc, "data": None},
             {**doc, "critical": [name for name in doc.get("critical", []) if name != "enc"]},
         ]
     if "data_base64" in doc:
@@ -810,8 +1070,11 @@ def _cross_rule_breaks(doc: dict[str, Any]) -> list[dict[str, Any]]:
         broken.append({**doc, "data_base64": "AAAA"})
     if doc.get("kind") == "chunk":
         broken += [
-            {**doc, "final": False}, without("final"), {**doc, "final": True},
-            {**doc, "finish_reason": "stop"}, {**doc, "usage": {"output_tokens": 1}},
+            {**doc, "final": False},
+            without("final"),
+            {**doc, "final": True},
+            {**doc, "finish_reason": "stop"},
+            {**doc, "usage": {"output_tokens": 1}},
         ]
     return broken
 
@@ -822,10 +1085,25 @@ def _undo_cross_rule(draw: DrawFn, doc: dict[str, Any]) -> dict[str, Any]:
 
 #: The mutations; the targeted ones are listed more than once so that each rule is hit often.
 MUTATIONS: tuple[Mutation, ...] = (
-    _drop_member, _drop_nested, _add_unknown, _add_nested, _retype, _counts, _change_kind,
-    _change_version, _off_by_one,
-    *(_add_forbidden, _bend_string, _off_by_one, _bend_number, _bend_timestamp, _break_block,
-      _undo_cross_rule) * 2,
+    _drop_member,
+    _drop_nested,
+    _add_unknown,
+    _add_nested,
+    _retype,
+    _counts,
+    _change_kind,
+    _change_version,
+    _off_by_one,
+    *(
+        _add_forbidden,
+        _bend_string,
+        _off_by_one,
+        _bend_number,
+        _bend_timestamp,
+        _break_block,
+        _undo_cross_rule,
+    )
+    * 2,
 )
 
 
@@ -837,10 +1115,18 @@ def _mutant(draw: DrawFn, envelope: dict[str, Any]) -> dict[str, Any]:
 
 #: A valid value for each kind-specific member, to add where the kind forbids it.
 SAMPLE_VALUES: dict[str, Any] = {
-    "correlation_id": "req-1", "reply_to": "inbox.1", "deadline": "2026-01-31T23:59:59.000Z",
-    "idempotency_key": "key-1", "seq": 0, "final": True, "finish_reason": "stop",
-    "usage": {"output_tokens": 1}, "content_type": "application/json", "dataschema": "urn:x",
-    "data": {"a": 1}, "data_base64": "AAAA",
+    "correlation_id": "req-1",
+    "reply_to": "inbox.1",
+    "deadline": "2026-01-31T23:59:59.000Z",
+    "idempotency_key": "key-1",
+    "seq": 0,
+    "final": True,
+    "finish_reason": "stop",
+    "usage": {"output_tokens": 1},
+    "content_type": "application/json",
+    "dataschema": "urn:x",
+    "data": {"a": 1},
+    "data_base64": "AAAA",
     "error": {"code": "INTERNAL", "message": "m", "retryable": False},
 }
 
@@ -896,12 +1182,16 @@ def near_misses(envelope: dict[str, Any]) -> list[dict[str, Any]]:
     error = doc.get("error")
     if isinstance(error, dict) and isinstance(error.get("details"), list):
         details = error["details"]
-        out += [_set(doc, ("error", "details"), [*details, item])
-                for item in ("x", {}, {"type": 1}, {"type": "a..b"})]
+        out += [
+            _set(doc, ("error", "details"), [*details, item])
+            for item in ("x", {}, {"type": 1}, {"type": "a..b"})
+        ]
     if isinstance(doc.get("critical"), list) and doc["critical"]:
         critical = doc["critical"]
-        out += [{**doc, "critical": [*critical, critical[0]]},
-                {**doc, "critical": [*critical, "Enc"]}]
+        out += [
+            {**doc, "critical": [*critical, critical[0]]},
+            {**doc, "critical": [*critical, "Enc"]},
+        ]
     return out
 
 

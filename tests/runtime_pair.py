@@ -109,9 +109,7 @@ class RecordingTransport(MemoryTransport):
             subscription=_RecordingSubscription(inbox.subscription, self.received),
         )
 
-    async def send_request(
-        self, type: str, body: bytes, *, reply_to: str, message_id: str
-    ) -> None:
+    async def send_request(self, type: str, body: bytes, *, reply_to: str, message_id: str) -> None:
         self.requests.append(bytes(body))
         await super().send_request(type, body, reply_to=reply_to, message_id=message_id)
 
@@ -177,24 +175,32 @@ class RawPeer:
     async def request(self, type_: str, data: Any = None, **members: Any) -> Envelope:
         """A request envelope from the raw peer, answered to its inbox (not sent)."""
         members.setdefault("reply_to", (await self.inbox()).address)
-        return Envelope.new(kind=Kind.REQUEST, type=type_, source=self.source, data=data,
-                            **members)
+        return Envelope.new(kind=Kind.REQUEST, type=type_, source=self.source, data=data, **members)
 
     async def reply(self, address: str, body: bytes | Envelope) -> None:
         """Send ``body`` (bytes as they are, or an envelope encoded) to a reply address."""
         raw = encode(body) if isinstance(body, Envelope) else body
         await self.transport.send_reply(address, raw)
 
-    def chunk(self, request_id: str, type_: str, seq: int, data: Any = None,
-              **members: Any) -> Envelope:
+    def chunk(
+        self, request_id: str, type_: str, seq: int, data: Any = None, **members: Any
+    ) -> Envelope:
         """A chunk of the stream ``request_id`` (not sent)."""
-        return Envelope.new(kind=Kind.CHUNK, type=type_, source=self.source,
-                            correlation_id=request_id, seq=seq, data=data, **members)
+        return Envelope.new(
+            kind=Kind.CHUNK,
+            type=type_,
+            source=self.source,
+            correlation_id=request_id,
+            seq=seq,
+            data=data,
+            **members,
+        )
 
     def response(self, request_id: str, type_: str, data: Any = None) -> Envelope:
         """A response to ``request_id`` (not sent)."""
-        return Envelope.new(kind=Kind.RESPONSE, type=type_, source=self.source,
-                            correlation_id=request_id, data=data)
+        return Envelope.new(
+            kind=Kind.RESPONSE, type=type_, source=self.source, correlation_id=request_id, data=data
+        )
 
 
 class RuntimePair:
@@ -225,8 +231,11 @@ class RuntimePair:
         self.client_transport = RecordingTransport(self.broker_name)
         self.raw_transport = MemoryTransport(self.broker_name)
         self.service = Service(
-            self.service_transport, name=service_name, grace=grace,
-            max_concurrency=max_concurrency, idempotency=idempotency,
+            self.service_transport,
+            name=service_name,
+            grace=grace,
+            max_concurrency=max_concurrency,
+            idempotency=idempotency,
         )
         self.client = Client(self.client_transport, source=CLIENT_SOURCE, timeout=timeout)
         self.raw = RawPeer(self.raw_transport)
@@ -273,9 +282,7 @@ class RuntimePair:
             MemoryBroker.reset(self.broker_name)
 
 
-async def run_in_background(
-    tg: TaskGroup, call: Callable[[], Awaitable[Any]]
-) -> dict[str, Any]:
+async def run_in_background(tg: TaskGroup, call: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
     """Start ``call`` in ``tg``; the returned dict gets ``result`` or ``error`` when it ends."""
     outcome: dict[str, Any] = {}
 

@@ -38,18 +38,32 @@ def _request(type_: str = "t.op", data: Any = None, **members: Any) -> Envelope:
 
 
 def _response(request_id: str) -> Envelope:
-    return Envelope.new(kind=Kind.RESPONSE, type="t.op", source=SOURCE,
-                        correlation_id=request_id, data="ok")
+    return Envelope.new(
+        kind=Kind.RESPONSE, type="t.op", source=SOURCE, correlation_id=request_id, data="ok"
+    )
 
 
 def _chunk(request_id: str, seq: int, *, final: bool = False) -> Envelope:
-    return Envelope.new(kind=Kind.CHUNK, type="t.op", source=SOURCE, correlation_id=request_id,
-                        seq=seq, data=seq, final=True if final else None)
+    return Envelope.new(
+        kind=Kind.CHUNK,
+        type="t.op",
+        source=SOURCE,
+        correlation_id=request_id,
+        seq=seq,
+        data=seq,
+        final=True if final else None,
+    )
 
 
 def _error(request_id: str, seq: int | None = None) -> Envelope:
-    return Envelope.new(kind=Kind.ERROR, type="t.op", source=SOURCE, correlation_id=request_id,
-                        seq=seq, error={"code": "INTERNAL", "message": "x", "retryable": False})
+    return Envelope.new(
+        kind=Kind.ERROR,
+        type="t.op",
+        source=SOURCE,
+        correlation_id=request_id,
+        seq=seq,
+        error={"code": "INTERNAL", "message": "x", "retryable": False},
+    )
 
 
 # -- Correlator ----------------------------------------------------------------------------
@@ -65,8 +79,11 @@ def test_correlator_delivers_a_response_and_forgets_the_exchange() -> None:
     assert routed is not None
     assert [Action.DELIVER] == [action for action, _ in routed.steps]
     assert State.COMPLETED == routed.pending.exchange.state
-    assert (0, False, None) == (len(correlator), request.id in correlator,
-                                correlator.get(request.id))
+    assert (0, False, None) == (
+        len(correlator),
+        request.id in correlator,
+        correlator.get(request.id),
+    )
 
 
 def test_correlator_counts_late_and_unknown_replies_apart() -> None:
@@ -137,8 +154,12 @@ def test_correlator_stream_stops_at_the_terminal_message() -> None:
     request = _request()
     correlator.open(request, ExchangeKind.STREAM, None, NOW)
     steps = []
-    for envelope in (_chunk(request.id, 0), _chunk(request.id, 1),
-                     _chunk(request.id, 2, final=True), _chunk(request.id, 3)):
+    for envelope in (
+        _chunk(request.id, 0),
+        _chunk(request.id, 1),
+        _chunk(request.id, 2, final=True),
+        _chunk(request.id, 3),
+    ):
         routed = correlator.route(envelope)
         steps.append(None if routed is None else [a for a, _ in routed.steps])
     assert [[Action.DELIVER]] * 3 + [None] == steps
@@ -154,8 +175,12 @@ def test_reassembler_in_order_passes_through() -> None:
     reassembler = StreamReassembler()
     out = [[c.seq for c in reassembler.push(_chunk(rid, n))] for n in range(3)]
     assert [[0], [1], [2]] == out
-    assert (3, 0, 0, False) == (reassembler.next_seq, reassembler.duplicates,
-                                reassembler.reordered, reassembler.has_gap)
+    assert (3, 0, 0, False) == (
+        reassembler.next_seq,
+        reassembler.duplicates,
+        reassembler.reordered,
+        reassembler.has_gap,
+    )
 
 
 def test_reassembler_drops_and_counts_duplicates() -> None:
@@ -291,7 +316,8 @@ def test_request_digest_is_type_and_payload_key_order_ignored() -> None:
     assert request_digest(one) != request_digest(_request("t.other", data=one.data))
     binary = Envelope.new(kind=Kind.REQUEST, type="t.op", source=SOURCE, data_base64="AAEC")
     assert request_digest(binary) != request_digest(
-        Envelope.new(kind=Kind.REQUEST, type="t.op", source=SOURCE, data_base64="AAED"))
+        Envelope.new(kind=Kind.REQUEST, type="t.op", source=SOURCE, data_base64="AAED")
+    )
 
 
 # -- Deadline --------------------------------------------------------------------------------
@@ -303,8 +329,11 @@ def test_deadline_arithmetic() -> None:
     assert NOW + 1500 == deadline.at_ms
     later = [NOW, NOW + 1499, NOW + 1500, NOW + 10**9]
     assert [1500, 1, 0, 0] == [deadline.remaining_ms(now) for now in later]
-    assert (False, True, True) == (deadline.expired(NOW + 1499), deadline.expired(NOW + 1500),
-                                   deadline.expired(NOW + 1501))
+    assert (False, True, True) == (
+        deadline.expired(NOW + 1499),
+        deadline.expired(NOW + 1500),
+        deadline.expired(NOW + 1501),
+    )
     assert NOW == Deadline.after(NOW, -5).at_ms
 
 
@@ -319,7 +348,11 @@ def test_deadline_earliest_shortens_never_extends() -> None:
     """earliest() keeps the earlier deadline, and itself when there is no other [DL-002]."""
     early, late = Deadline(NOW), Deadline(NOW + 1)
     assert (early, early, early, late) == (
-        early.earliest(late), late.earliest(early), early.earliest(None), late.earliest(None))
+        early.earliest(late),
+        late.earliest(early),
+        early.earliest(None),
+        late.earliest(None),
+    )
     assert early < late
 
 
@@ -330,8 +363,12 @@ def test_quantile_nearest_rank() -> None:
     """quantile() picks the nearest rank and is None without samples."""
     samples = [float(n) for n in range(1, 102)]
     assert (None, 1.0, 51.0, 100.0, 101.0) == (
-        quantile([], 0.5), quantile(samples, 0.0), quantile(samples, 0.5),
-        quantile(samples, 0.99), quantile(samples, 1.0))
+        quantile([], 0.5),
+        quantile(samples, 0.0),
+        quantile(samples, 0.5),
+        quantile(samples, 0.99),
+        quantile(samples, 1.0),
+    )
     assert 7.0 == quantile([7.0], 0.99)
 
 
@@ -349,7 +386,10 @@ def test_metrics_efficiency_and_failures() -> None:
     metrics.late(Pattern.REQUEST, "t.op", 2)
     after = metrics.figures(Pattern.REQUEST, "t.op")
     assert (0.75, {"DEADLINE_EXCEEDED": 1}, 2) == (
-        after.efficiency, after.failed, after.late_dropped)
+        after.efficiency,
+        after.failed,
+        after.late_dropped,
+    )
 
 
 def test_metrics_split_latency_from_timing_stamps() -> None:
@@ -358,9 +398,12 @@ def test_metrics_split_latency_from_timing_stamps() -> None:
     timing = {"call": 1_000, "sent": 3_000, "received": 7_000, "handled": 15_000}
     metrics.succeeded(Pattern.REQUEST, "t.op", latency_ms=20.0, timing=timing)
     summary = metrics.snapshot()["request"]["t.op"]
-    assert ({"p50": 20.0, "p99": 20.0}, {"p50": 2.0, "p99": 2.0}, {"p50": 4.0, "p99": 4.0},
-            {"p50": 8.0, "p99": 8.0}) == (summary["latency_ms"], summary["ts_ms"],
-                                          summary["tt_ms"], summary["tr_ms"])
+    assert (
+        {"p50": 20.0, "p99": 20.0},
+        {"p50": 2.0, "p99": 2.0},
+        {"p50": 4.0, "p99": 4.0},
+        {"p50": 8.0, "p99": 8.0},
+    ) == (summary["latency_ms"], summary["ts_ms"], summary["tt_ms"], summary["tr_ms"])
 
 
 def test_metrics_partial_timing_fills_only_what_it_can() -> None:
@@ -369,7 +412,10 @@ def test_metrics_partial_timing_fills_only_what_it_can() -> None:
     metrics.succeeded(Pattern.REQUEST, "t.op", timing={"call": 1_000, "sent": 2_000})
     summary = metrics.snapshot()["request"]["t.op"]
     assert ({"p50": 1.0, "p99": 1.0}, {"p50": None, "p99": None}, {"p50": None, "p99": None}) == (
-        summary["ts_ms"], summary["tt_ms"], summary["tr_ms"])
+        summary["ts_ms"],
+        summary["tt_ms"],
+        summary["tr_ms"],
+    )
 
 
 def test_metrics_snapshot_per_pattern_type_and_total() -> None:
@@ -384,12 +430,19 @@ def test_metrics_snapshot_per_pattern_type_and_total() -> None:
     metrics.sent(Pattern.EVENT, "e.x")
     snapshot = metrics.snapshot()
     assert {"request": {"t.a", "t.b", "*"}, "event": {"e.x", "*"}} == {
-        pattern: set(types) for pattern, types in snapshot.items()}
+        pattern: set(types) for pattern, types in snapshot.items()
+    }
     total = snapshot["request"]["*"]
     assert (3, 2, {"INTERNAL": 1}, 2 / 3) == (
-        total["sent"], total["succeeded"], total["failed"], total["efficiency"])
-    assert (0.5, None) == (snapshot["request"]["t.a"]["efficiency"],
-                           snapshot["event"]["e.x"]["latency_ms"]["p50"])
+        total["sent"],
+        total["succeeded"],
+        total["failed"],
+        total["efficiency"],
+    )
+    assert (0.5, None) == (
+        snapshot["request"]["t.a"]["efficiency"],
+        snapshot["event"]["e.x"]["latency_ms"]["p50"],
+    )
 
 
 def test_metrics_reservoir_is_bounded() -> None:
@@ -414,37 +467,49 @@ def test_call_table_walk() -> None:
     """A call completes on its response; everything afterwards is a counted drop."""
     exchange = Exchange(ExchangeKind.CALL, "r1")
     assert (State.AWAITING, False) == (exchange.state, exchange.terminal)
-    assert [(Action.DELIVER, State.COMPLETED), (Action.DROP, State.COMPLETED),
-            (Action.DROP, State.COMPLETED)] == [
+    assert [
+        (Action.DELIVER, State.COMPLETED),
+        (Action.DROP, State.COMPLETED),
+        (Action.DROP, State.COMPLETED),
+    ] == [
         (exchange.handle(event), exchange.state)
-        for event in (Input.RESPONSE, Input.RESPONSE, Input.CANCEL)]
+        for event in (Input.RESPONSE, Input.RESPONSE, Input.CANCEL)
+    ]
     assert (True, 2) == (exchange.terminal, exchange.late)
 
 
 def test_stream_table_walk() -> None:
     """A stream goes awaiting, streaming, completed on its final chunk."""
-    assert [(Action.DELIVER, State.STREAMING), (Action.DELIVER, State.STREAMING),
-            (Action.DELIVER, State.COMPLETED)] == _walk(
-        ExchangeKind.STREAM, [Input.CHUNK, Input.CHUNK, Input.FINAL_CHUNK])
+    assert [
+        (Action.DELIVER, State.STREAMING),
+        (Action.DELIVER, State.STREAMING),
+        (Action.DELIVER, State.COMPLETED),
+    ] == _walk(ExchangeKind.STREAM, [Input.CHUNK, Input.CHUNK, Input.FINAL_CHUNK])
     assert [(Action.DELIVER, State.STREAMING), (Action.SEND_CANCEL, State.CANCELLED)] == _walk(
-        ExchangeKind.STREAM, [Input.CHUNK, Input.CANCEL])
+        ExchangeKind.STREAM, [Input.CHUNK, Input.CANCEL]
+    )
 
 
 def test_serve_table_walk() -> None:
     """A responder runs, streams, and ends with the final chunk; or stops on cancel."""
-    assert [(Action.RUN, State.RUNNING), (Action.SEND_CHUNK, State.STREAMING),
-            (Action.SEND_FINAL, State.COMPLETED)] == _walk(
-        ExchangeKind.SERVE, [Input.START, Input.YIELD, Input.RETURN])
+    assert [
+        (Action.RUN, State.RUNNING),
+        (Action.SEND_CHUNK, State.STREAMING),
+        (Action.SEND_FINAL, State.COMPLETED),
+    ] == _walk(ExchangeKind.SERVE, [Input.START, Input.YIELD, Input.RETURN])
     assert [(Action.RUN, State.RUNNING), (Action.SEND_RESPONSE, State.COMPLETED)] == _walk(
-        ExchangeKind.SERVE, [Input.START, Input.RETURN])
+        ExchangeKind.SERVE, [Input.START, Input.RETURN]
+    )
     assert [(Action.RUN, State.RUNNING), (Action.STOP_EXPIRED, State.EXPIRED)] == _walk(
-        ExchangeKind.SERVE, [Input.START, Input.DEADLINE])
+        ExchangeKind.SERVE, [Input.START, Input.DEADLINE]
+    )
 
 
 def test_missing_pair_is_a_protocol_error() -> None:
     """An input the table does not allow ends the exchange as failed [TERM-003]."""
     assert [(Action.PROTOCOL_ERROR, State.FAILED), (Action.DROP, State.FAILED)] == _walk(
-        ExchangeKind.CALL, [Input.CHUNK, Input.RESPONSE])
+        ExchangeKind.CALL, [Input.CHUNK, Input.RESPONSE]
+    )
     assert [(Action.PROTOCOL_ERROR, State.FAILED)] == _walk(ExchangeKind.SERVE, [Input.RETURN])
 
 
@@ -459,7 +524,8 @@ def test_render_tables_lists_each_kind_without_terminal_rows() -> None:
     """render_tables() has one section per kind and folds the terminal drops."""
     text = render_tables()
     assert ["#### `call`", "#### `stream`", "#### `serve`"] == [
-        line for line in text.splitlines() if line.startswith("####")]
+        line for line in text.splitlines() if line.startswith("####")
+    ]
     assert "| `awaiting` | `response` | `deliver` | `completed` |" in text
     starts = tuple(f"| `{state}` |" for state in TERMINAL_STATES)
     assert [] == [line for line in text.splitlines() if line.startswith(starts)]

@@ -66,8 +66,12 @@ def _verdicts(headline: str, members: Any, fast: EnvelopeError | None, schema_ok
     lines = [
         headline,
         pprint.pformat(_abridged(members), width=100, sort_dicts=False),
-        "fast path: accepts" if fast is None else
-        f"fast path: rejects, {fast.code} at {fast.pointer!r} [{fast.requirement}]: {fast.message}",
+        "fast path: accepts"
+        if fast is None
+        else (
+            f"fast path: rejects, {fast.code} at {fast.pointer!r} [{fast.requirement}]: "
+            f"{fast.message}"
+        ),
     ]
     if schema_ok:
         lines.append("schema: valid")
@@ -113,8 +117,12 @@ def _json_vectors() -> list[tuple[str, dict[str, Any]]]:
     for path in files:
         for vector in _vectors_in(json.loads(path.read_text(encoding="utf-8"))):
             given_input = vector["input"]
-            if (isinstance(given_input, dict) and "json" in given_input
-                    and "receiver" not in vector and "receiver" not in given_input):
+            if (
+                isinstance(given_input, dict)
+                and "json" in given_input
+                and "receiver" not in vector
+                and "receiver" not in given_input
+            ):
                 name = f"{path.relative_to(VECTORS).as_posix()}:{vector.get('id', '?')}"
                 found.append((name, vector))
     return found
@@ -140,7 +148,11 @@ _VECTORS = _json_vectors()
 def test_oracle_asserts_date_time() -> None:
     """The schema oracle rejects Feb 30, so ``format: date-time`` is really checked."""
     envelope = {
-        "llmp": "1.0", "id": "a1", "kind": "event", "type": "t", "source": "s",
+        "llmp": "1.0",
+        "id": "a1",
+        "kind": "event",
+        "type": "t",
+        "source": "s",
         "time": "2026-02-28T00:00:00.000Z",
     }
     assert schema_validator().is_valid(envelope)
@@ -182,9 +194,13 @@ def _count_cases(
     # too_slow: generation speed is judged by the run time of the file, not by a health check
     # that fails on a loaded CI machine. No explain phase: it traces coverage and made a failing
     # run take twice as long, for an explanation the failure message already gives.
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow],
-              phases=[phase for phase in Phase if phase is not Phase.explain])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        phases=[phase for phase in Phase if phase is not Phase.explain],
+    )
     @given(strategy)
     def run(envelopes: list[dict[str, Any]]) -> None:
         nonlocal judged

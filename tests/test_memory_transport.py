@@ -152,11 +152,14 @@ async def test_request_delivery_carries_reply_to_and_message_id(
     """
     sub = await transport.serve("svc.run", group="g")
     inbox = await transport.open_inbox()
-    await transport.send_request("svc.run", b"\xff not json", reply_to=inbox.address,
-                                 message_id="m-1")
+    await transport.send_request(
+        "svc.run", b"\xff not json", reply_to=inbox.address, message_id="m-1"
+    )
     delivery = await deliver(sub)
     assert (b"\xff not json", inbox.address, "m-1") == (
-        delivery.body, delivery.reply_to, delivery.message_id
+        delivery.body,
+        delivery.reply_to,
+        delivery.message_id,
     )
 
 
@@ -288,8 +291,9 @@ async def test_event_group_member_must_match(transport: MemoryTransport) -> None
     ],
 )
 @pytest.mark.anyio
-async def test_wildcards(transport: MemoryTransport, pattern: str, name: str,
-                         expected: bool) -> None:
+async def test_wildcards(
+    transport: MemoryTransport, pattern: str, name: str, expected: bool
+) -> None:
     """``*`` matches exactly one token and ``>`` one or more trailing tokens.
 
     Requirements: TRN-004.
@@ -357,8 +361,9 @@ async def test_a_thousand_concurrent_requests_each_get_their_own_reply(
 
     async def requester(i: int) -> None:
         inbox = await transport.open_inbox()
-        await transport.send_request("svc.echo", b"%d" % i, reply_to=inbox.address,
-                                     message_id=f"m{i}")
+        await transport.send_request(
+            "svc.echo", b"%d" % i, reply_to=inbox.address, message_id=f"m{i}"
+        )
         answered[i] = (await deliver(inbox.subscription)).body
         await inbox.subscription.aclose()
 
@@ -692,8 +697,7 @@ async def test_payload_limit(broker_name: str) -> None:
         sends: list[Callable[[bytes], Awaitable[None]]] = [
             lambda b: transport.publish_event("e.v", b),
             lambda b: transport.publish_cancel("svc.run", b),
-            lambda b: transport.send_request("svc.run", b, reply_to=inbox.address,
-                                             message_id="m"),
+            lambda b: transport.send_request("svc.run", b, reply_to=inbox.address, message_id="m"),
             lambda b: transport.send_reply(inbox.address, b),
             lambda b: transport.enqueue("work", b, message_id=str(len(b))),
         ]
@@ -746,8 +750,15 @@ async def test_capabilities_and_name(broker_name: str) -> None:
     assert f"memory://{broker_name}" == transport.name
     assert DEFAULT_MAX == caps.max_payload
     assert all(
-        [caps.durable_queues, caps.delayed_nack, caps.lease_extension, caps.dead_letters,
-         caps.wildcards, caps.groups, caps.no_responders]
+        [
+            caps.durable_queues,
+            caps.delayed_nack,
+            caps.lease_extension,
+            caps.dead_letters,
+            caps.wildcards,
+            caps.groups,
+            caps.no_responders,
+        ]
     )
 
 
@@ -818,8 +829,11 @@ async def test_same_name_interoperates_other_names_are_isolated(broker_name: str
     """Two transports on one broker name talk; a transport on another name hears nothing."""
     other_name = f"{broker_name}-other"
     try:
-        async with MemoryTransport(broker_name) as a, MemoryTransport(broker_name) as b, \
-                MemoryTransport(other_name) as c:
+        async with (
+            MemoryTransport(broker_name) as a,
+            MemoryTransport(broker_name) as b,
+            MemoryTransport(other_name) as c,
+        ):
             heard_b = await b.subscribe_events("a.b")
             heard_c = await c.subscribe_events("a.b")
             await b.serve("svc.run", group="g")

@@ -54,8 +54,9 @@ async def test_a_cancelled_stream_ends_at_once_without_waiting_for_the_responder
         with anyio.fail_after(WAIT):
             async with pair.client.stream("t.raw") as stream:
                 request = decode((await requests.__aiter__().__anext__()).body)
-                await pair.raw.reply(request.reply_to or "",
-                                     pair.raw.chunk(request.id, "t.raw", 0, "first"))
+                await pair.raw.reply(
+                    request.reply_to or "", pair.raw.chunk(request.id, "t.raw", 0, "first")
+                )
                 chunks = stream.__aiter__()
                 assert "first" == (await chunks.__anext__()).data
                 with anyio.fail_after(0.5):
@@ -111,15 +112,19 @@ async def test_every_instance_receives_the_cancels_of_the_types_it_serves() -> N
     async with pair, other_transport, other:
         with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
-                calls = [await run_in_background(tg, partial(pair.client.request, type_))
-                         for type_ in ("t.long.a", "t.long.b")]
+                calls = [
+                    await run_in_background(tg, partial(pair.client.request, type_))
+                    for type_ in ("t.long.a", "t.long.b")
+                ]
                 await eventually(lambda: len(started) == 2)
                 for request_id in started:
                     assert await pair.client.cancel(request_id)
             await eventually(lambda: len(stopped) == 2)
             await eventually(lambda: pair.client.correlator.late_dropped == 2)
-        cancelled = [(e.correlation_id, (e.error or {})["code"])
-                     for e in map(decode, pair.client_transport.received)]
+        cancelled = [
+            (e.correlation_id, (e.error or {})["code"])
+            for e in map(decode, pair.client_transport.received)
+        ]
     assert [ErrorCode.CANCELLED] * 2 == [call["error"].code for call in calls]
     assert ["one", "two"] == sorted(started.values()) == sorted(stopped)
     assert sorted((rid, "CANCELLED") for rid in started) == sorted(cancelled)

@@ -39,11 +39,13 @@ async def test_time_spent_waiting_counts_against_the_absolute_deadline() -> None
             await pair.raw.send_request("t.busy", encode(await pair.raw.request("t.busy")))
             await busy.wait()
             request = await pair.raw.request(
-                "t.work", deadline=Deadline(now_ms() + 200).to_timestamp())
+                "t.work", deadline=Deadline(now_ms() + 200).to_timestamp()
+            )
             await pair.raw.send_request("t.work", encode(request))
             replies = [await pair.raw.next_reply(), await pair.raw.next_reply()]
     assert {(Kind.ERROR, request.id, "DEADLINE_EXCEEDED")} <= {
-        (e.kind, e.correlation_id, (e.error or {}).get("code")) for e in replies}
+        (e.kind, e.correlation_id, (e.error or {}).get("code")) for e in replies
+    }
     assert [] == ran
 
 
@@ -94,4 +96,6 @@ async def test_a_request_sent_while_handling_a_job_inherits_its_deadline_and_cau
             handle = await pair.client.submit("jobs", "t.job", timeout=2.0)
             await handle.result()
     assert (handle.id, handle.request.deadline) == (
-        seen["from-job"].causation_id, seen["from-job"].deadline)
+        seen["from-job"].causation_id,
+        seen["from-job"].deadline,
+    )

@@ -67,8 +67,14 @@ async def _everything_sent(pair: RuntimePair) -> list[bytes]:
             event = (await events.__aiter__().__anext__()).body
         await quiet(0.05)
     transport = pair.client_transport
-    return [*transport.requests, *transport.cancels, *transport.jobs, *transport.received,
-            rejected, event]
+    return [
+        *transport.requests,
+        *transport.cancels,
+        *transport.jobs,
+        *transport.received,
+        rejected,
+        event,
+    ]
 
 
 def _busy_pair() -> RuntimePair:
@@ -81,8 +87,12 @@ def _busy_pair() -> RuntimePair:
 
     @pair.service.handler("t.refuse")
     async def refuse(request: Request) -> Any:
-        raise ExchangeError(ErrorCode.RATE_LIMITED, "slow down", retry_after_ms=10,
-                            details=({"type": "acme.quota", "limit": 1},))
+        raise ExchangeError(
+            ErrorCode.RATE_LIMITED,
+            "slow down",
+            retry_after_ms=10,
+            details=({"type": "acme.quota", "limit": 1},),
+        )
 
     @pair.service.handler("t.gen")
     async def gen(request: Request) -> Any:
@@ -168,12 +178,19 @@ async def test_a_non_json_payload_never_travels_in_data() -> None:
 
 
 REJECTED_BUT_READABLE = [
-    pytest.param(_raw("request", '"reply_to":"%s","critical":["acme.unknown"]'),
-                 "UNSUPPORTED_EXTENSION", id="critical-not-understood"),
-    pytest.param(_raw("request", '"reply_to":"%s","seq":0'), "INVALID_ENVELOPE",
-                 id="forbidden-member"),
-    pytest.param(_raw("request", '"reply_to":"%s","data":1,"data_base64":"AA=="'),
-                 "INVALID_ENVELOPE", id="data-and-data-base64"),
+    pytest.param(
+        _raw("request", '"reply_to":"%s","critical":["acme.unknown"]'),
+        "UNSUPPORTED_EXTENSION",
+        id="critical-not-understood",
+    ),
+    pytest.param(
+        _raw("request", '"reply_to":"%s","seq":0'), "INVALID_ENVELOPE", id="forbidden-member"
+    ),
+    pytest.param(
+        _raw("request", '"reply_to":"%s","data":1,"data_base64":"AA=="'),
+        "INVALID_ENVELOPE",
+        id="data-and-data-base64",
+    ),
 ]
 
 
@@ -223,8 +240,9 @@ async def test_a_reply_that_does_not_decode_is_not_passed_to_the_caller() -> Non
                 forged["reply_to"] = "_INBOX.forged"  # forbidden on a response [ENV-034]
                 await pair.raw.reply(request.reply_to or "", orjson.dumps(forged))
                 await eventually(lambda: pair.client.malformed_replies == 1)
-                await pair.raw.reply(request.reply_to or "",
-                                     pair.raw.response(request.id, "t.raw", "real"))
+                await pair.raw.reply(
+                    request.reply_to or "", pair.raw.response(request.id, "t.raw", "real")
+                )
     assert "real" == outcome["reply"].data
     assert 0 == pair.client.correlator.late_dropped
 
@@ -251,43 +269,75 @@ async def test_a_rejection_without_a_reply_address_is_recorded_with_code_and_poi
         + [repr(pair.service.stats), repr(pair.service.metrics.snapshot())]
     )
     assert ("INVALID_ENVELOPE", "/a", "ENV-003") == tuple(
-        word for word in ("INVALID_ENVELOPE", "/a", "ENV-003") if word in recorded)
+        word for word in ("INVALID_ENVELOPE", "/a", "ENV-003") if word in recorded
+    )
 
 
 #: Messages with two problems; the one the earlier decoding step finds must be reported.
 DECODING_ORDER = [
-    pytest.param(b"{not json" + b" " * 2000, ("PAYLOAD_TOO_LARGE", "", "ENV-006"),
-                 id="size-before-json"),
+    pytest.param(
+        b"{not json" + b" " * 2000, ("PAYLOAD_TOO_LARGE", "", "ENV-006"), id="size-before-json"
+    ),
     pytest.param(b"[" * 40 + b"1,]", ("INVALID_ENVELOPE", "", "ENV-002"), id="json-before-depth"),
-    pytest.param(b'{"a":1,"a":2,"b":' + b"[" * 40 + b"]" * 40 + b"}",
-                 ("INVALID_ENVELOPE", "", "ENV-007"), id="depth-before-duplicates"),
-    pytest.param(b'[{"a":1,"a":2}]', ("INVALID_ENVELOPE", "/0/a", "ENV-003"),
-                 id="duplicates-before-root"),
+    pytest.param(
+        b'{"a":1,"a":2,"b":' + b"[" * 40 + b"]" * 40 + b"}",
+        ("INVALID_ENVELOPE", "", "ENV-007"),
+        id="depth-before-duplicates",
+    ),
+    pytest.param(
+        b'[{"a":1,"a":2}]', ("INVALID_ENVELOPE", "/0/a", "ENV-003"), id="duplicates-before-root"
+    ),
     pytest.param(b'"llmp"', ("INVALID_ENVELOPE", "", "ENV-001"), id="root-before-version"),
-    pytest.param(b'{"llmp":"2.0","bogus":1}', ("UNSUPPORTED_VERSION", "/llmp", "ENV-010"),
-                 id="version-before-unknown-member"),
-    pytest.param(b'{"llmp":"1.0","bogus":1}', ("INVALID_ENVELOPE", "/bogus", "ENV-008"),
-                 id="unknown-before-missing-member"),
-    pytest.param(b'{"llmp":"1.0","id":"bad id","kind":"request","type":"t.x",'
-                 b'"time":"2026-01-01T00:00:00.000Z"}',
-                 ("INVALID_ENVELOPE", "/source", "ENV-009"), id="missing-before-values"),
-    pytest.param(b'{"llmp":"1.0","kind":"nope","id":"bad id","type":"t.x","source":"s",'
-                 b'"time":"2026-01-01T00:00:00.000Z"}',
-                 ("INVALID_ENVELOPE", "/kind", "ENV-013"), id="values-in-document-order"),
-    pytest.param(_raw("response").replace(b"2026-01-01T00:00:00.000Z", b"yesterday"),
-                 ("INVALID_ENVELOPE", "/time", "ENV-016"), id="values-before-kind-required"),
-    pytest.param(_raw("response", '"reply_to":"_INBOX.a"'),
-                 ("INVALID_ENVELOPE", "/correlation_id", "ENV-017"),
-                 id="kind-required-before-forbidden"),
-    pytest.param(_raw("chunk", '"correlation_id":"r","seq":0,"finish_reason":"stop",'
-                      '"reply_to":"_INBOX.a"'),
-                 ("INVALID_ENVELOPE", "/reply_to", "ENV-034"), id="forbidden-before-final-only"),
-    pytest.param(_raw("chunk", '"correlation_id":"r","seq":0,"finish_reason":"stop","data":1,'
-                      '"data_base64":"AA=="'),
-                 ("INVALID_ENVELOPE", "/finish_reason", "ENV-023"),
-                 id="final-only-before-payload"),
-    pytest.param(_raw("request", '"critical":["acme.x"],"data":1,"data_base64":"AA=="'),
-                 ("INVALID_ENVELOPE", "/data_base64", "ENV-026"), id="payload-before-critical"),
+    pytest.param(
+        b'{"llmp":"2.0","bogus":1}',
+        ("UNSUPPORTED_VERSION", "/llmp", "ENV-010"),
+        id="version-before-unknown-member",
+    ),
+    pytest.param(
+        b'{"llmp":"1.0","bogus":1}',
+        ("INVALID_ENVELOPE", "/bogus", "ENV-008"),
+        id="unknown-before-missing-member",
+    ),
+    pytest.param(
+        b'{"llmp":"1.0","id":"bad id","kind":"request","type":"t.x",'
+        b'"time":"2026-01-01T00:00:00.000Z"}',
+        ("INVALID_ENVELOPE", "/source", "ENV-009"),
+        id="missing-before-values",
+    ),
+    pytest.param(
+        b'{"llmp":"1.0","kind":"nope","id":"bad id","type":"t.x","source":"s",'
+        b'"time":"2026-01-01T00:00:00.000Z"}',
+        ("INVALID_ENVELOPE", "/kind", "ENV-013"),
+        id="values-in-document-order",
+    ),
+    pytest.param(
+        _raw("response").replace(b"2026-01-01T00:00:00.000Z", b"yesterday"),
+        ("INVALID_ENVELOPE", "/time", "ENV-016"),
+        id="values-before-kind-required",
+    ),
+    pytest.param(
+        _raw("response", '"reply_to":"_INBOX.a"'),
+        ("INVALID_ENVELOPE", "/correlation_id", "ENV-017"),
+        id="kind-required-before-forbidden",
+    ),
+    pytest.param(
+        _raw("chunk", '"correlation_id":"r","seq":0,"finish_reason":"stop","reply_to":"_INBOX.a"'),
+        ("INVALID_ENVELOPE", "/reply_to", "ENV-034"),
+        id="forbidden-before-final-only",
+    ),
+    pytest.param(
+        _raw(
+            "chunk",
+            '"correlation_id":"r","seq":0,"finish_reason":"stop","data":1,"data_base64":"AA=="',
+        ),
+        ("INVALID_ENVELOPE", "/finish_reason", "ENV-023"),
+        id="final-only-before-payload",
+    ),
+    pytest.param(
+        _raw("request", '"critical":["acme.x"],"data":1,"data_base64":"AA=="'),
+        ("INVALID_ENVELOPE", "/data_base64", "ENV-026"),
+        id="payload-before-critical",
+    ),
 ]
 
 
@@ -369,8 +419,7 @@ async def test_every_reply_and_cancel_carries_the_type_of_its_request() -> None:
             with contextlib.suppress(ExchangeError):
                 await pair.client.request("t.call.bad", "fail")
             with contextlib.suppress(ExchangeError):
-                await pair.client.request(
-                    "t.call.late", deadline=Deadline(now_ms() - 1000))
+                await pair.client.request("t.call.late", deadline=Deadline(now_ms() - 1000))
             async with pair.client.stream("t.gen.short", 2) as stream:
                 assert 2 == len([chunk async for chunk in stream])
             async with pair.client.stream("t.gen.long", 100) as stream:
@@ -383,8 +432,7 @@ async def test_every_reply_and_cancel_carries_the_type_of_its_request() -> None:
     sent = {env.id: env.type for env in map(decode, [*transport.requests, *transport.jobs])}
     answers = [*map(decode, transport.received), *map(decode, transport.cancels)]
     assert {Kind.RESPONSE, Kind.ERROR, Kind.CHUNK, Kind.CANCEL} == {e.kind for e in answers}
-    assert [] == [(e.kind, e.type) for e in answers
-                  if e.type != sent.get(e.correlation_id or "")]
+    assert [] == [(e.kind, e.type) for e in answers if e.type != sent.get(e.correlation_id or "")]
 
 
 def test_the_sender_cannot_add_a_top_level_member_1_0_does_not_define() -> None:
@@ -417,4 +465,5 @@ async def test_an_unsupported_version_rejection_lists_the_supported_versions() -
             error = await pair.raw.next_reply()
     details = (error.error or {}).get("details", [])
     assert [{"type": "llmp.versions", "supported": ["1.0"]}] == [
-        d for d in details if d["type"] == "llmp.versions"]
+        d for d in details if d["type"] == "llmp.versions"
+    ]

@@ -103,12 +103,16 @@ async def _own_errors() -> dict[str, dict[str, Any]]:
                 held = await raw.request("t.op.x", "hold")
                 await raw.send_request("t.op.x", encode(held))
                 await eventually(lambda: "hold" in started)
-                cancel = Envelope.new(kind=Kind.CANCEL, type="t.op.x", source=raw.source,
-                                      correlation_id=held.id)
+                cancel = Envelope.new(
+                    kind=Kind.CANCEL, type="t.op.x", source=raw.source, correlation_id=held.id
+                )
                 await pair.raw_transport.publish_cancel("t.op.x", encode(cancel))
                 errors["cancelled"] = await raw.next_reply()
-                await request("deadline-while-running", "hold",
-                              deadline=Deadline(now_ms() + 100).to_timestamp())
+                await request(
+                    "deadline-while-running",
+                    "hold",
+                    deadline=Deadline(now_ms() + 100).to_timestamp(),
+                )
                 stopped = await raw.request("t.op.x", "shutdown")
                 await raw.send_request("t.op.x", encode(stopped))
                 await eventually(lambda: "shutdown" in started)
@@ -128,7 +132,8 @@ async def test_the_service_takes_each_code_it_sends_from_the_registry() -> None:
     """
     errors = await _own_errors()
     assert {name: code for name, (code, _) in NAMED_IN_MESSAGE.items()} == {
-        name: error["code"] for name, error in errors.items()}
+        name: error["code"] for name, error in errors.items()
+    }
     assert set() == {error["code"] for error in errors.values()} - set(registry())
 
 
@@ -140,7 +145,8 @@ async def test_the_service_sets_retryable_to_the_registry_default() -> None:
     errors = await _own_errors()
     defaults = registry()
     assert {name: defaults[error["code"]].retryable for name, error in errors.items()} == {
-        name: error["retryable"] for name, error in errors.items()}
+        name: error["retryable"] for name, error in errors.items()
+    }
 
 
 async def test_the_services_own_messages_name_the_problem() -> None:
@@ -209,17 +215,25 @@ async def test_an_unknown_error_code_is_kept_as_sent(retryable: bool) -> None:
     Requirements: ERR-003.
     """
     error, _ = await _answered_by_raw(
-        _error("MODEL_WARMING_UP", retryable=retryable, retry_after_ms=15_000), _request)
+        _error("MODEL_WARMING_UP", retryable=retryable, retry_after_ms=15_000), _request
+    )
     assert isinstance(error, ExchangeError)
     assert ("MODEL_WARMING_UP", False, retryable, 15_000) == (
-        error.code, isinstance(error.code, ErrorCode), error.retryable, error.retry_after_ms)
+        error.code,
+        isinstance(error.code, ErrorCode),
+        error.retryable,
+        error.retry_after_ms,
+    )
     assert "MODEL_WARMING_UP" == (error.envelope.error or {})["code"]
 
 
-@pytest.mark.parametrize(("code", "retryable"), [
-    pytest.param("UPSTREAM_ERROR", False, id="registry-says-yes"),
-    pytest.param("INVALID_PARAMS", True, id="registry-says-no"),
-])
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        pytest.param("UPSTREAM_ERROR", False, id="registry-says-yes"),
+        pytest.param("INVALID_PARAMS", True, id="registry-says-no"),
+    ],
+)
 async def test_the_reply_decides_retryable_not_the_registry(code: str, retryable: bool) -> None:
     """The caller learns the reply's ``retryable`` even where the registry default differs.
 
@@ -231,10 +245,13 @@ async def test_the_reply_decides_retryable_not_the_registry(code: str, retryable
     assert (code, retryable) == (error.code, error.retryable)
 
 
-@pytest.mark.parametrize(("code", "retryable", "runs"), [
-    pytest.param("UPSTREAM_ERROR", False, 1, id="registry-retryable-raised-not"),
-    pytest.param("INVALID_PARAMS", True, 3, id="registry-not-retryable-raised-so"),
-])
+@pytest.mark.parametrize(
+    ("code", "retryable", "runs"),
+    [
+        pytest.param("UPSTREAM_ERROR", False, 1, id="registry-retryable-raised-not"),
+        pytest.param("INVALID_PARAMS", True, 3, id="registry-not-retryable-raised-so"),
+    ],
+)
 async def test_a_worker_redelivers_by_the_raised_retryable(
     code: str, retryable: bool, runs: int
 ) -> None:
@@ -271,10 +288,15 @@ async def test_the_client_never_retries_on_its_own_and_reports_retry_after() -> 
             return exc
 
     error, requests = await _answered_by_raw(
-        _error("RATE_LIMITED", retryable=True, retry_after_ms=200), request_then_wait)
+        _error("RATE_LIMITED", retryable=True, retry_after_ms=200), request_then_wait
+    )
     assert isinstance(error, ExchangeError)
     assert (ErrorCode.RATE_LIMITED, True, 200, 1) == (
-        error.code, error.retryable, error.retry_after_ms, requests)
+        error.code,
+        error.retryable,
+        error.retry_after_ms,
+        requests,
+    )
 
 
 async def test_local_and_remote_errors_are_told_apart() -> None:
@@ -298,7 +320,8 @@ async def test_local_and_remote_errors_are_told_apart() -> None:
                 failures.append(caught.value)
     received, timed_out, nobody = failures
     assert [ErrorCode.DEADLINE_EXCEEDED, ErrorCode.DEADLINE_EXCEEDED, ErrorCode.NO_RESPONDERS] == [
-        f.code for f in failures]
+        f.code for f in failures
+    ]
     assert isinstance(received.envelope, Envelope)
     assert (Kind.ERROR, "llmp://svc") == (received.envelope.kind, received.envelope.source)
     assert (None, None) == (timed_out.envelope, nobody.envelope)
@@ -363,12 +386,24 @@ async def test_a_handler_failure_does_not_leak_its_text_into_the_message() -> No
     assert [] == [error["message"] for error in errors if secret in orjson.dumps(error).decode()]
 
 
-@pytest.mark.parametrize(("member", "secret"), [
-    pytest.param("auth", {"scheme": "bearer", "token": "Bearer s3cr3t-t0ken"}, id="auth-token"),
-    pytest.param("sig", {"alg": "EdDSA", "kid": "k1", "created": "2026-01-01T00:00:00.000Z",
-                         "expires": "2026-01-01T00:01:00.000Z", "nonce": "A" * 22,
-                         "value": "s3cr3t+s1gnature"}, id="sig-value"),
-])
+@pytest.mark.parametrize(
+    ("member", "secret"),
+    [
+        pytest.param("auth", {"scheme": "bearer", "token": "Bearer s3cr3t-t0ken"}, id="auth-token"),
+        pytest.param(
+            "sig",
+            {
+                "alg": "EdDSA",
+                "kid": "k1",
+                "created": "2026-01-01T00:00:00.000Z",
+                "expires": "2026-01-01T00:01:00.000Z",
+                "nonce": "A" * 22,
+                "value": "s3cr3t+s1gnature",
+            },
+            id="sig-value",
+        ),
+    ],
+)
 async def test_a_rejection_does_not_quote_a_credential(member: str, secret: dict[str, str]) -> None:
     """The rejection of a malformed credential or signature does not repeat it in its message.
 

@@ -21,8 +21,9 @@ async def test_an_event_is_published_to_the_topic_equal_to_its_type() -> None:
         subscriptions = {t: await pair.raw_transport.subscribe_events(t) for t in topics}
         with anyio.fail_after(WAIT):
             sent = [await pair.client.publish(topic, n) for n, topic in enumerate(topics[:2])]
-            got = {t: decode((await subscriptions[t].__aiter__().__anext__()).body)
-                   for t in topics[:2]}
+            got = {
+                t: decode((await subscriptions[t].__aiter__().__anext__()).body) for t in topics[:2]
+            }
         with anyio.move_on_after(0.1):
             await subscriptions["e.capacity"].__aiter__().__anext__()
             pytest.fail("an event reached a topic other than its type")

@@ -107,8 +107,7 @@ async def test_a_job_is_settled_only_after_its_reply_and_retried_with_backoff() 
     worker = _SettlementLog(pair.broker_name)
     service = Service(worker, name="svc")
 
-    @service.worker(QUEUE, concurrency=4,
-                         options=QueueOptions(prefetch=4, max_deliveries=4))
+    @service.worker(QUEUE, concurrency=4, options=QueueOptions(prefetch=4, max_deliveries=4))
     async def work(request: Request) -> Any:
         if request.data == "refuse":
             raise ExchangeError(ErrorCode.INVALID_PARAMS, "no")
@@ -118,14 +117,18 @@ async def test_a_job_is_settled_only_after_its_reply_and_retried_with_backoff() 
 
     async with pair, worker, service:
         with anyio.fail_after(WAIT):
-            handles = {data: await pair.client.submit(QUEUE, "t.job", data)
-                       for data in ("ok", "refuse", "late", "poison")}
+            handles = {
+                data: await pair.client.submit(QUEUE, "t.job", data)
+                for data in ("ok", "refuse", "late", "poison")
+            }
             for handle in handles.values():
                 with contextlib.suppress(ExchangeError):
                     await handle.result()
             await eventually(lambda: sum(what == "terminate" for _, what, _ in worker.log) == 1)
-    steps = {data: [(what, detail) for rid, what, detail in worker.log if rid == handle.id]
-             for data, handle in handles.items()}
+    steps = {
+        data: [(what, detail) for rid, what, detail in worker.log if rid == handle.id]
+        for data, handle in handles.items()
+    }
     backoff = [("nack", 100), ("nack", 200), ("nack", 400)]
     assert {
         "ok": [("reply", None), ("ack", None)],
@@ -134,7 +137,8 @@ async def test_a_job_is_settled_only_after_its_reply_and_retried_with_backoff() 
         "poison": [*backoff, ("reply", "DEAD_LETTERED"), ("terminate", "max_deliveries")],
     } == steps
     assert [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000] == [
-        _backoff_ms(n) for n in range(1, 10)]
+        _backoff_ms(n) for n in range(1, 10)
+    ]
 
 
 async def test_a_worker_takes_a_job_only_with_a_free_slot() -> None:
@@ -165,7 +169,8 @@ async def test_a_worker_takes_a_job_only_with_a_free_slot() -> None:
             assert 0 == (await handles[0].result()).data
     assert [0] == started
     assert [(1, handles[1].id), (1, handles[2].id)] == [
-        (job.delivery_count, decode(job.body).id) for job in taken]
+        (job.delivery_count, decode(job.body).id) for job in taken
+    ]
 
 
 async def test_a_shutting_down_worker_takes_no_new_job_during_its_grace_period() -> None:

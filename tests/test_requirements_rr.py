@@ -107,8 +107,9 @@ async def test_every_request_expecting_a_reply_has_reply_to_and_a_deadline() -> 
     deadlines = [Deadline.from_timestamp(e.deadline or "").at_ms for e in sent]
     timeouts = [5.0, 1.5, 5.0, 5.0, 5.0]
     assert [True] * 5 == [
-        before + s * 1000 - 1 <= at <= after + s * 1000 for at, s in zip(deadlines, timeouts,
-                                                                          strict=True)]
+        before + s * 1000 - 1 <= at <= after + s * 1000
+        for at, s in zip(deadlines, timeouts, strict=True)
+    ]
 
 
 async def _replies_by_request(pair: RuntimePair, watch: float = 0.2) -> dict[str, list[Envelope]]:
@@ -148,8 +149,9 @@ async def test_each_request_taken_gets_exactly_one_terminal_reply() -> None:
     async with pair:
         raw = pair.raw
 
-        async def send(name: str, expect: tuple[Kind, str | None], type_: str = "t.op",
-                       **members: Any) -> Envelope:
+        async def send(
+            name: str, expect: tuple[Kind, str | None], type_: str = "t.op", **members: Any
+        ) -> Envelope:
             request = await raw.request(type_, name, **members)
             await raw.send_request("t.op", encode(request))
             expected[request.id] = expect
@@ -161,14 +163,21 @@ async def test_each_request_taken_gets_exactly_one_terminal_reply() -> None:
                 await send("raise", (Kind.ERROR, "CONTENT_REFUSED"))
                 await send("bug", (Kind.ERROR, "INTERNAL"))
                 await send("unknown", (Kind.ERROR, "UNKNOWN_TYPE"), type_="t.elsewhere")
-                await send("expired", (Kind.ERROR, "DEADLINE_EXCEEDED"),
-                           deadline=Deadline(now_ms() - 1000).to_timestamp())
-                timeout = await send("timeout", (Kind.ERROR, "DEADLINE_EXCEEDED"),
-                                     deadline=Deadline(now_ms() + 100).to_timestamp())
+                await send(
+                    "expired",
+                    (Kind.ERROR, "DEADLINE_EXCEEDED"),
+                    deadline=Deadline(now_ms() - 1000).to_timestamp(),
+                )
+                timeout = await send(
+                    "timeout",
+                    (Kind.ERROR, "DEADLINE_EXCEEDED"),
+                    deadline=Deadline(now_ms() + 100).to_timestamp(),
+                )
                 held = await send("hold", (Kind.ERROR, "CANCELLED"))
                 await eventually(lambda: "hold" in started)
-                cancel = Envelope.new(kind=Kind.CANCEL, type="t.op", source=raw.source,
-                                      correlation_id=held.id)
+                cancel = Envelope.new(
+                    kind=Kind.CANCEL, type="t.op", source=raw.source, correlation_id=held.id
+                )
                 await pair.raw_transport.publish_cancel("t.op", encode(cancel))
                 running = pair.service.running
                 await eventually(lambda: not {timeout.id, held.id} & set(running))
@@ -178,7 +187,8 @@ async def test_each_request_taken_gets_exactly_one_terminal_reply() -> None:
             replies = await _replies_by_request(pair)
     assert {rid: [expect] for rid, expect in expected.items()} == {
         rid: [(e.kind, (e.error or {}).get("code")) for e in found]
-        for rid, found in replies.items()}
+        for rid, found in replies.items()
+    }
 
 
 REQUEST_ADDRESS_INTRUDERS = [
@@ -209,8 +219,10 @@ async def test_only_requests_run_at_a_request_address(kind: Kind, code: str | No
         Kind.CHUNK: {"correlation_id": new_id(), "seq": 0, "data": 1},
         Kind.CANCEL: {"correlation_id": new_id()},
         Kind.EVENT: {"data": 1},
-        Kind.ERROR: {"correlation_id": new_id(), "error": {
-            "code": "INTERNAL", "message": "x", "retryable": False}},
+        Kind.ERROR: {
+            "correlation_id": new_id(),
+            "error": {"code": "INTERNAL", "message": "x", "retryable": False},
+        },
     }
     intruder = Envelope.new(kind=kind, type="t.op", source=pair.raw.source, **by_kind[kind])
     async with pair:
@@ -221,4 +233,5 @@ async def test_only_requests_run_at_a_request_address(kind: Kind, code: str | No
             replies = await _replies_by_request(pair, watch=0.1)
     assert [] == ran
     assert ([] if code is None else [(Kind.ERROR, code)]) == [
-        (e.kind, (e.error or {}).get("code")) for found in replies.values() for e in found]
+        (e.kind, (e.error or {}).get("code")) for found in replies.values() for e in found
+    ]

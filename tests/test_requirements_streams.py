@@ -66,13 +66,17 @@ async def test_chunks_are_numbered_from_zero_and_end_with_one_terminal_message()
             await eventually(lambda: len(pair.client_transport.replies_to(expired.id)) == 1)
         await quiet(0.05)
     replies = pair.client_transport.replies_to
-    assert [(Kind.CHUNK, 0, None), (Kind.CHUNK, 1, None), (Kind.CHUNK, 2, None),
-            (Kind.CHUNK, 3, True)] == _wire(replies(whole.id))
+    assert [
+        (Kind.CHUNK, 0, None),
+        (Kind.CHUNK, 1, None),
+        (Kind.CHUNK, 2, None),
+        (Kind.CHUNK, 3, True),
+    ] == _wire(replies(whole.id))
     final = replies(whole.id)[-1]
-    assert ("length", {"input_tokens": 4, "output_tokens": 3}) == (
-        final.finish_reason, final.usage)
+    assert ("length", {"input_tokens": 4, "output_tokens": 3}) == (final.finish_reason, final.usage)
     assert [(Kind.CHUNK, 0, None), (Kind.CHUNK, 1, None), (Kind.ERROR, 2, None)] == _wire(
-        replies(broken.id))
+        replies(broken.id)
+    )
     assert [(Kind.ERROR, None, None)] == _wire(replies(expired.id))  # no handler ever ran
 
 
@@ -123,8 +127,12 @@ async def test_nothing_follows_the_terminal_message() -> None:
     stopped, completed = replies[endless.id], replies[finished.id]
     assert (Kind.ERROR, "CANCELLED") == (stopped[-1].kind, (stopped[-1].error or {})["code"])
     assert [Kind.CHUNK] * (len(stopped) - 1) == [e.kind for e in stopped[:-1]]
-    assert [(Kind.CHUNK, 0, None), (Kind.CHUNK, 1, None), (Kind.CHUNK, 2, None),
-            (Kind.CHUNK, 3, True)] == _wire(completed)
+    assert [
+        (Kind.CHUNK, 0, None),
+        (Kind.CHUNK, 1, None),
+        (Kind.CHUNK, 2, None),
+        (Kind.CHUNK, 3, True),
+    ] == _wire(completed)
 
 
 async def test_a_replayed_stream_is_sent_again_whole() -> None:
@@ -147,14 +155,16 @@ async def test_a_replayed_stream_is_sent_again_whole() -> None:
         with anyio.fail_after(WAIT):
             streams = []
             for _ in range(2):
-                async with pair.client.stream("t.poem", {"n": 1},
-                                              idempotency_key="poem-1") as stream:
+                async with pair.client.stream(
+                    "t.poem", {"n": 1}, idempotency_key="poem-1"
+                ) as stream:
                     assert 3 == len([chunk async for chunk in stream])
                 streams.append(stream)
     first, second = (pair.client_transport.replies_to(s.id) for s in streams)
     assert 1 == runs
     assert _wire(first) == _wire(second)
     assert [(e.data, e.finish_reason, e.usage) for e in first] == [
-        (e.data, e.finish_reason, e.usage) for e in second]
+        (e.data, e.finish_reason, e.usage) for e in second
+    ]
     assert {streams[1].id} == {e.correlation_id for e in second}
     assert set() == {e.id for e in first} & {e.id for e in second}  # new envelopes

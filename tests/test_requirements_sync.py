@@ -75,17 +75,23 @@ def test_a_blocking_call_sends_what_an_asynchronous_call_sends(anyio_backend: st
         for transport in (sync_transport, async_transport):
             stack.enter_context(portal.wrap_async_context_manager(transport))
         sync = stack.enter_context(
-            SyncClient(sync_transport, source=SOURCE, timeout=WAIT, portal=portal))
-        client = stack.enter_context(portal.wrap_async_context_manager(
-            Client(async_transport, source=SOURCE, timeout=WAIT)))
+            SyncClient(sync_transport, source=SOURCE, timeout=WAIT, portal=portal)
+        )
+        client = stack.enter_context(
+            portal.wrap_async_context_manager(Client(async_transport, source=SOURCE, timeout=WAIT))
+        )
         sync_reply = sync.request("t.echo", {"n": 1})
         async_reply = portal.call(client.request, "t.echo", {"n": 1})
     (sync_sent,), (async_sent,) = sync_transport.sent_requests(), async_transport.sent_requests()
     assert sorted(async_sent.members) == sorted(sync_sent.members)
     assert (Kind.REQUEST, sync_transport.inboxes[0], True) == (
-        sync_sent.kind, sync_sent.reply_to, sync_sent.deadline is not None)
+        sync_sent.kind,
+        sync_sent.reply_to,
+        sync_sent.deadline is not None,
+    )
     assert [(Kind.RESPONSE, sync_sent.id, {"echo": {"n": 1}})] == [
-        (e.kind, e.correlation_id, e.data) for e in map(decode, sync_transport.received)]
+        (e.kind, e.correlation_id, e.data) for e in map(decode, sync_transport.received)
+    ]
     assert (sync_reply.kind, sync_reply.data) == (async_reply.kind, async_reply.data)
 
 

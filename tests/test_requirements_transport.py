@@ -191,8 +191,11 @@ async def test_settling_a_delivery_no_longer_leased_changes_nothing(
     await stale.extend_lease()
     await stale.ack()
     await current.ack()  # still leased to its consumer: the stale settles left it alone
-    assert (2, 4, 0) == (current.delivery_count, transport.broker.stats.stale_settles,
-                         transport.broker.stats.dead_lettered)
+    assert (2, 4, 0) == (
+        current.delivery_count,
+        transport.broker.stats.stale_settles,
+        transport.broker.stats.dead_lettered,
+    )
     assert [] == await _drain_jobs(await transport.dead_letters("work"))
     assert [] == await _drain_jobs(fast, watch=0.2)  # acked for good, not back after a lease
 
@@ -235,8 +238,12 @@ async def test_subscriptions_yield_only_the_messages_sent_to_them(
         "requests": await _drain(requests), "cancels": await _drain(cancels),
         "events": await _drain(events), "inbox": await _drain(inbox.subscription),
     }  # fmt: skip
-    assert {"requests": [b"request"], "cancels": [b"cancel"], "events": [b"event"],
-            "inbox": [b"reply"]} == deliveries
+    assert {
+        "requests": [b"request"],
+        "cancels": [b"cancel"],
+        "events": [b"event"],
+        "inbox": [b"reply"],
+    } == deliveries
     assert [b"job1"] == await _drain_jobs(consumer)
 
 
@@ -303,13 +310,19 @@ async def test_each_operation_raises_only_the_codes_its_row_lists(broker_name: s
             await attempt("consume", partial(small.consume, name, QueueOptions()))
             await attempt("dead_letters", partial(small.dead_letters, name))
             for body in (b"{}", big):
-                await attempt("send_request", partial(
-                    small.send_request, name, body, reply_to=inbox.address, message_id="m"))
+                await attempt(
+                    "send_request",
+                    partial(small.send_request, name, body, reply_to=inbox.address, message_id="m"),
+                )
                 await attempt("enqueue", partial(small.enqueue, name, body, message_id="m2"))
                 await attempt("publish_cancel", partial(small.publish_cancel, name, body))
                 await attempt("publish_event", partial(small.publish_event, name, body))
-        await attempt("send_request", partial(
-            small.send_request, "svc.nobody", b"{}", reply_to=inbox.address, message_id="m"))
+        await attempt(
+            "send_request",
+            partial(
+                small.send_request, "svc.nobody", b"{}", reply_to=inbox.address, message_id="m"
+            ),
+        )
         for address in ("not an address", inbox.address, "_INBOX.nobody"):
             for body in (b"{}", big):
                 await attempt("send_reply", partial(small.send_reply, address, body))
@@ -321,12 +334,18 @@ async def test_each_operation_raises_only_the_codes_its_row_lists(broker_name: s
         for closable in (inbox.subscription, consumer, letters, inbox.subscription):
             await attempt("aclose", closable.aclose)
     await attempt("open_inbox", small.open_inbox)  # closed now: UNAVAILABLE
-    await attempt("send_request", partial(
-        small.send_request, "svc.run", b"{}", reply_to="", message_id="m"))
+    await attempt(
+        "send_request", partial(small.send_request, "svc.run", b"{}", reply_to="", message_id="m")
+    )
     await attempt("enqueue", partial(small.enqueue, "work", b"{}", message_id="m3"))
     await attempt("ack", job.ack)
     await attempt("aclose", inbox.subscription.aclose)
     assert {op: set() for op in ALLOWED} == {
-        op: codes - ALLOWED[op] for op, codes in raised.items()}
-    assert {ErrorCode.INVALID_PARAMS, ErrorCode.PAYLOAD_TOO_LARGE, ErrorCode.NO_RESPONDERS,
-            ErrorCode.UNAVAILABLE} == raised["send_request"]  # the battery did reach each case
+        op: codes - ALLOWED[op] for op, codes in raised.items()
+    }
+    assert {
+        ErrorCode.INVALID_PARAMS,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.NO_RESPONDERS,
+        ErrorCode.UNAVAILABLE,
+    } == raised["send_request"]  # the battery did reach each case

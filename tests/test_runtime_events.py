@@ -48,7 +48,10 @@ async def test_fan_out_to_groups_one_member_each() -> None:
     assert {(group, n): 1 for group in ("billing", "shipping") for n in range(10)} == per_group
     members = Counter(label for label, _ in seen)
     assert (10, True, True) == (
-        members["shipping-1"], members["billing-1"] > 0, members["billing-2"] > 0)
+        members["shipping-1"],
+        members["billing-1"] > 0,
+        members["billing-2"] > 0,
+    )
 
 
 async def test_wildcard_subscriptions() -> None:
@@ -139,10 +142,12 @@ async def test_expired_events_are_not_handled() -> None:
         handled.append(event.data)
 
     async with pair:
-        await pair.client.publish("e.offer", "stale",
-                                  deadline=Deadline(now_ms() - 1000).to_timestamp())
-        await pair.client.publish("e.offer", "fresh",
-                                  deadline=Deadline(now_ms() + 60_000).to_timestamp())
+        await pair.client.publish(
+            "e.offer", "stale", deadline=Deadline(now_ms() - 1000).to_timestamp()
+        )
+        await pair.client.publish(
+            "e.offer", "fresh", deadline=Deadline(now_ms() + 60_000).to_timestamp()
+        )
         figures = pair.service.metrics.figures(Pattern.EVENT, "e.offer")
         await eventually(lambda: figures.sent == 2 and figures.succeeded == 1)
         await quiet(0.05)

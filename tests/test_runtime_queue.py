@@ -43,8 +43,11 @@ async def _dead_letters(pair: RuntimePair, count: int, *, timeout: float = WAIT)
 
 async def _nothing_on(pair: RuntimePair, *, dead: bool, watch: float = 0.15) -> bool:
     """Whether QUEUE (or its dead-letter queue) yields nothing for ``watch`` seconds."""
-    consumer = await (pair.raw_transport.dead_letters(QUEUE) if dead else
-                      pair.raw_transport.consume(QUEUE, QueueOptions()))
+    consumer = await (
+        pair.raw_transport.dead_letters(QUEUE)
+        if dead
+        else pair.raw_transport.consume(QUEUE, QueueOptions())
+    )
     got: list[Job] = []
     with anyio.move_on_after(watch):
         async for job in consumer:
@@ -67,7 +70,10 @@ async def test_submit_and_result() -> None:
             handle = await pair.client.submit(QUEUE, "t.job", 21)
             reply = await handle.result()
     assert (Kind.RESPONSE, handle.id, {"doubled": 42, "delivery": 1}) == (
-        reply.kind, reply.correlation_id, reply.data)
+        reply.kind,
+        reply.correlation_id,
+        reply.data,
+    )
     figures = pair.client.metrics.snapshot()["queue"]["t.job"]
     assert (1, 1) == (figures["sent"], figures["succeeded"])
 
@@ -466,8 +472,7 @@ async def test_shutdown_leaves_unstarted_jobs_on_the_queue() -> None:
             await consumer.aclose()
     assert [0] == started
     assert [1, 1] == [job.delivery_count for job in left]
-    assert {handles[1].id, handles[2].id} == {
-        decode(job.body).id for job in left}
+    assert {handles[1].id, handles[2].id} == {decode(job.body).id for job in left}
 
 
 async def test_invalid_envelopes_on_the_queue_are_dead_lettered_with_their_reason() -> None:

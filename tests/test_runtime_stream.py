@@ -75,13 +75,19 @@ async def test_chunks_arrive_in_order_with_final_members() -> None:
                 chunks = [chunk async for chunk in stream]
         assert 0 == pair.client.pending
     assert [(0, {"text": "a"}), (1, {"text": "b"}), (2, {"text": "c"})] == [
-        (c.seq, c.data) for c in chunks]
+        (c.seq, c.data) for c in chunks
+    ]
     assert {Kind.CHUNK} == {c.kind for c in chunks}
     assert {stream.id} == {c.correlation_id for c in chunks}
     result = stream.result
     assert result is not None
     assert (Kind.CHUNK, True, 3, "length", {"input_tokens": 2, "output_tokens": 3}) == (
-        result.kind, result.final, result.seq, result.finish_reason, result.usage)
+        result.kind,
+        result.final,
+        result.seq,
+        result.finish_reason,
+        result.usage,
+    )
     assert 3 == stream.chunks
     figures = pair.client.metrics.snapshot()["stream"]["t.gen"]
     assert (1, 1) == (figures["sent"], figures["succeeded"])
@@ -105,8 +111,11 @@ async def test_generator_without_final_ends_with_stop() -> None:
                 data = [chunk.data async for chunk in stream]
     assert [1, 2] == data
     assert stream.result is not None
-    assert (2, "stop", None) == (stream.result.seq, stream.result.finish_reason,
-                                 stream.result.usage)
+    assert (2, "stop", None) == (
+        stream.result.seq,
+        stream.result.finish_reason,
+        stream.result.usage,
+    )
 
 
 @pytest.mark.parametrize("how", ["cancel", "leave"])
@@ -149,9 +158,13 @@ async def test_cancel_half_way_stops_the_handler_and_drops_late_chunks(how: str)
         assert 0 == pair.client.pending
         terminal = pair.client_transport.replies_to(rid)[-2]
         assert (Kind.ERROR, "CANCELLED", 2) == (
-            terminal.kind, (terminal.error or {})["code"], terminal.seq)
+            terminal.kind,
+            (terminal.error or {})["code"],
+            terminal.seq,
+        )
         assert [(Kind.CANCEL, rid)] == [
-            (c.kind, c.correlation_id) for c in map(decode, pair.client_transport.cancels)]
+            (c.kind, c.correlation_id) for c in map(decode, pair.client_transport.cancels)
+        ]
         assert 0 == pair.service.stats.late_cancels
         assert 2 == pair.client.metrics.snapshot()["stream"]["t.endless"]["late_dropped"]
 
@@ -219,8 +232,9 @@ async def test_handler_raising_mid_stream_sends_error_with_seq() -> None:
         yield "one"
         yield "two"
         if request.data == "exchange":
-            raise ExchangeError(ErrorCode.CONTENT_REFUSED, "refused", details=(
-                {"type": "acme.policy", "rule": 7},))
+            raise ExchangeError(
+                ErrorCode.CONTENT_REFUSED, "refused", details=({"type": "acme.policy", "rule": 7},)
+            )
         raise ValueError("bug")
 
     async with pair:
@@ -234,7 +248,10 @@ async def test_handler_raising_mid_stream_sends_error_with_seq() -> None:
                 failures.append(caught.value)
     refused, bug = failures
     assert (ErrorCode.CONTENT_REFUSED, "refused", ({"type": "acme.policy", "rule": 7},)) == (
-        refused.code, refused.message, refused.details)
+        refused.code,
+        refused.message,
+        refused.details,
+    )
     assert (ErrorCode.INTERNAL, "the handler failed with ValueError") == (bug.code, bug.message)
     assert [2, 2] == [f.envelope.seq for f in failures]
     assert 1 == pair.service.stats.handler_errors
@@ -254,8 +271,10 @@ async def test_duplicates_dropped_and_reordered_chunks_delivered_in_order() -> N
                 address = request.reply_to or ""
                 for seq in (0, 0, 2, 1, 1, 3):
                     await pair.raw.reply(address, pair.raw.chunk(request.id, "t.raws", seq, seq))
-                await pair.raw.reply(address, pair.raw.chunk(
-                    request.id, "t.raws", 4, final=True, finish_reason="stop"))
+                await pair.raw.reply(
+                    address,
+                    pair.raw.chunk(request.id, "t.raws", 4, final=True, finish_reason="stop"),
+                )
                 got = [chunk.seq async for chunk in stream]
     assert [0, 1, 2, 3] == got
     assert stream.result is not None
@@ -264,10 +283,13 @@ async def test_duplicates_dropped_and_reordered_chunks_delivered_in_order() -> N
     assert 0 == pair.client.pending
 
 
-@pytest.mark.parametrize(("sent", "code"), [
-    pytest.param((0, 2), ErrorCode.STREAM_INTERRUPTED, id="gap"),
-    pytest.param((0, 1), ErrorCode.DEADLINE_EXCEEDED, id="no-gap"),
-])
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        pytest.param((0, 2), ErrorCode.STREAM_INTERRUPTED, id="gap"),
+        pytest.param((0, 1), ErrorCode.DEADLINE_EXCEEDED, id="no-gap"),
+    ],
+)
 async def test_stream_ending_by_deadline(sent: tuple[int, ...], code: ErrorCode) -> None:
     """At the deadline a stream with a gap is STREAM_INTERRUPTED, one without DEADLINE_EXCEEDED.
 
@@ -280,8 +302,9 @@ async def test_stream_ending_by_deadline(sent: tuple[int, ...], code: ErrorCode)
         async def answer() -> None:
             request = await _next_request(requests)
             for seq in sent:
-                await pair.raw.reply(request.reply_to or "",
-                                     pair.raw.chunk(request.id, "t.gappy", seq, seq))
+                await pair.raw.reply(
+                    request.reply_to or "", pair.raw.chunk(request.id, "t.gappy", seq, seq)
+                )
 
         with anyio.fail_after(WAIT), pytest.raises(LlmpError) as caught:
             await _read_all(pair.client.stream("t.gappy", timeout=0.2), got, answer)
@@ -411,6 +434,9 @@ async def test_breaking_out_of_a_stream_leaves_no_generator_behind(
                     async for _ in stream:
                         break
         gc.collect()
-    generators = [str(w.message) for w in caught if "Async generator" in str(w.message)
-                  and "Stream._chunks" in str(w.message)]
+    generators = [
+        str(w.message)
+        for w in caught
+        if "Async generator" in str(w.message) and "Stream._chunks" in str(w.message)
+    ]
     assert [] == generators

@@ -88,8 +88,9 @@ def _until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
         time.sleep(0.005)
 
 
-def _start_service(portal: BlockingPortal, stack: ExitStack, name: str,
-                   handlers: _Handlers) -> Service:
+def _start_service(
+    portal: BlockingPortal, stack: ExitStack, name: str, handlers: _Handlers
+) -> Service:
     transport = MemoryTransport(name)
     stack.enter_context(portal.wrap_async_context_manager(transport))
     service = Service(transport, name="sync-svc", grace=0.2)
@@ -106,8 +107,9 @@ def _sync_pair(backend: str, *, private: bool) -> Iterator[tuple[SyncClient, _Ha
     try:
         with ExitStack() as stack:
             if private:
-                client = SyncClient(MemoryTransport(name), source=SOURCE, timeout=WAIT,
-                                    backend=backend)
+                client = SyncClient(
+                    MemoryTransport(name), source=SOURCE, timeout=WAIT, backend=backend
+                )
                 stack.enter_context(client)
                 # SyncClient has no public accessor for its own portal (reported to the lead)
                 portal = client._portal  # noqa: SLF001
@@ -158,20 +160,28 @@ def test_errors_raise_exchange_error(anyio_backend: str, private: bool) -> None:
         with pytest.raises(ExchangeError) as nobody:
             client.request("t.nobody")
     assert (ErrorCode.PERMISSION_DENIED, "not you", 5) == (
-        refused.value.code, refused.value.message, refused.value.retry_after_ms)
+        refused.value.code,
+        refused.value.message,
+        refused.value.retry_after_ms,
+    )
     assert ErrorCode.NO_RESPONDERS == nobody.value.code
 
 
 @pytest.mark.parametrize("private", PORTALS)
 def test_stream_iterates_and_gives_result(anyio_backend: str, private: bool) -> None:
     """A blocking stream yields its chunks in order and then holds the final chunk."""
-    with _sync_pair(anyio_backend, private=private) as (client, _), \
-            client.stream("t.count", 4) as stream:
+    with (
+        _sync_pair(anyio_backend, private=private) as (client, _),
+        client.stream("t.count", 4) as stream,
+    ):
         chunks = [(chunk.seq, chunk.data) for chunk in stream]
     assert [(0, 0), (1, 1), (2, 2), (3, 3)] == chunks
     assert stream.result is not None
-    assert (4, True, "stop") == (stream.result.seq, stream.result.final,
-                                 stream.result.finish_reason)
+    assert (4, True, "stop") == (
+        stream.result.seq,
+        stream.result.final,
+        stream.result.finish_reason,
+    )
 
 
 @pytest.mark.parametrize("private", PORTALS)
