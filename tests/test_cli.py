@@ -245,3 +245,10 @@ def test_bench_table_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as caught:
         main(["bench", "--in-flight", "0"])
     assert 2 == caught.value.code
+
+
+def test_testee_fault_names_are_checked() -> None:
+    """``conformance testee --fault`` takes only the names of the known faults."""
+    with pytest.raises(SystemExit) as caught:
+        main(["conformance", "testee", "--transport", "memory://", "--fault", "no-such-fault"])
+    assert 2 == caught.value.code

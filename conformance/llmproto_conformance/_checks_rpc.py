@@ -638,6 +638,8 @@ async def check_sync_threads_independent(ctx: CheckContext) -> None:
                 seen["slow"] = sc.request(SLEEP, {"ms": 1000}).data
             except ExchangeError as exc:
                 seen["slow"] = str(exc.code)
+            except Exception as exc:  # noqa: BLE001 - a broken peer must not kill the thread noisily
+                seen["slow"] = repr(exc)
             seen["slow_done"] = time.monotonic()
 
         other = threading.Thread(target=slow)

@@ -149,6 +149,13 @@ def add_conformance_commands(subparsers: Any) -> Any:
         "interrupted, so that a conformance suite can drive the reference implementation.",
     )
     testee.add_argument("--transport", required=True, metavar="URL", help="where to serve")
+    from llmproto_conformance._faults import fault_choices
+
+    testee.add_argument(
+        "--fault", choices=fault_choices(), metavar="NAME",
+        help="serve a deliberately broken testee (see llmproto_conformance._faults.FAULTS), "
+        "to watch the checks that should catch it fail",
+    )  # fmt: skip
     testee.set_defaults(run=_testee, parser=testee)
     return commands
 
@@ -406,5 +413,5 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 def _testee(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from llmproto_conformance._testee_command import testee_main
 
-    status: int = testee_main(args.transport)
+    status: int = testee_main(args.transport, fault=args.fault)
     return status

@@ -25,20 +25,27 @@ def ready_line(url: str) -> str:
     return f"llmproto testee serving on {redact(url)} (service {TESTEE_SERVICE})"
 
 
-async def serve(url: str) -> int:
-    """Serve the testee on ``url`` until SIGINT or SIGTERM (or until cancelled)."""
+async def serve(url: str, fault: str | None = None) -> int:
+    """Serve the testee on ``url`` until SIGINT or SIGTERM (or until cancelled).
+
+    :param fault: serve a deliberately broken testee (a name of ``_faults.FAULTS``).
+    """
+    from llmproto_conformance._faults import faulty
+
+    opened = open_transport(url)
+    wire = opened if fault is None else faulty(opened, fault)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_transport(url) as transport, Testee(transport):
+        async with wire as transport, Testee(transport):
             print(ready_line(url), flush=True)
             async for _ in signals:
                 break
     return 0
 
 
-def testee_main(url: str) -> int:
+def testee_main(url: str, *, fault: str | None = None) -> int:  # noqa: PT028 - not a test
     """Run the reference testee on the transport ``url``; returns the exit status."""
     try:
-        return anyio.run(serve, url)
+        return anyio.run(serve, url, fault)
     except LlmpError as exc:
         print(f"llmproto testee: {exc}", file=sys.stderr, flush=True)
         return 2 if exc.code is ErrorCode.INVALID_PARAMS else 1
