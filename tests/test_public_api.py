@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ("llmproto_ref", "llmproto_conformance")
+PACKAGES = ("llmproto_ref", "llmproto_conformance", "llmproto_nats")
 
 #: Underscore modules whose ``__all__`` is internal to the package, with the reason.
 INTERNAL_MODULES = {
