@@ -73,7 +73,7 @@ def test_correlator_delivers_a_response_and_forgets_the_exchange() -> None:
     """A response completes its call and the exchange leaves the table [TERM-004]."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.CALL, Deadline(NOW + 1000), NOW)
+    correlator.open(request, ExchangeKind.CALL, Deadline(NOW + 1000))
     assert (1, True) == (len(correlator), request.id in correlator)
     routed = correlator.route(_response(request.id))
     assert routed is not None
@@ -90,7 +90,7 @@ def test_correlator_counts_late_and_unknown_replies_apart() -> None:
     """A reply after the terminal one is late; one for an id never sent is unknown [TERM-002]."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.CALL, None, NOW)
+    correlator.open(request, ExchangeKind.CALL, None)
     correlator.route(_response(request.id))
     assert correlator.route(_response(request.id)) is None
     assert correlator.route(_error(request.id)) is None
@@ -102,7 +102,7 @@ def test_correlator_reply_after_local_deadline_is_late() -> None:
     """After a local DEADLINE the exchange is expired and a reply counts as late, no leak."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.CALL, Deadline(NOW + 10), NOW)
+    correlator.open(request, ExchangeKind.CALL, Deadline(NOW + 10))
     assert [request.id] == correlator.expired(NOW + 10)
     assert [] == correlator.expired(NOW + 9)
     step = correlator.local(request.id, Input.DEADLINE)
@@ -118,7 +118,7 @@ def test_correlator_cancel_asks_to_send_a_cancel() -> None:
     """A local cancel on an open call returns SEND_CANCEL and ends the exchange."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.STREAM, None, NOW)
+    correlator.open(request, ExchangeKind.STREAM, None)
     step = correlator.local(request.id, Input.CANCEL)
     assert step is not None
     assert (Action.SEND_CANCEL, State.CANCELLED) == (step[1], step[0].exchange.state)
@@ -129,7 +129,7 @@ def test_correlator_non_reply_kinds_on_an_inbox_are_unknown() -> None:
     """Requests, events and cancels arriving on an inbox are dropped as unknown."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.CALL, None, NOW)
+    correlator.open(request, ExchangeKind.CALL, None)
     cancel = Envelope.new(kind=Kind.CANCEL, type="t.op", source=SOURCE, correlation_id=request.id)
     assert correlator.route(cancel) is None
     assert correlator.route(_request()) is None
@@ -141,7 +141,7 @@ def test_correlator_remembers_a_bounded_number_of_ended_ids() -> None:
     correlator = Correlator(recent=2)
     requests = [_request() for _ in range(3)]
     for request in requests:
-        correlator.open(request, ExchangeKind.CALL, None, NOW)
+        correlator.open(request, ExchangeKind.CALL, None)
         correlator.route(_response(request.id))
     for request in requests:
         correlator.route(_response(request.id))
@@ -152,7 +152,7 @@ def test_correlator_stream_stops_at_the_terminal_message() -> None:
     """Chunks are delivered, the final completes, and anything after is late."""
     correlator = Correlator()
     request = _request()
-    correlator.open(request, ExchangeKind.STREAM, None, NOW)
+    correlator.open(request, ExchangeKind.STREAM, None)
     steps = []
     for envelope in (
         _chunk(request.id, 0),

@@ -14,8 +14,8 @@ from llmproto_conformance._context import (
     TESTEE_SERVICE,
     TESTEE_TYPES,
     CheckContext,
-    RawReplies,
     error_of,
+    is_terminal,
 )
 from llmproto_conformance._faults import FAULTS, FaultyTransport, fault_choices, faulty
 from llmproto_conformance._model import (
@@ -63,7 +63,6 @@ __all__ = (
     "Level",
     "Outcome",
     "Profile",
-    "RawReplies",
     "RecordingTransport",
     "Report",
     "RunPlan",
@@ -79,6 +78,7 @@ __all__ = (
     "fault_choices",
     "faulty",
     "format_summary",
+    "is_terminal",
     "judge",
     "load_vectors",
     "requirement_text",

@@ -11,7 +11,7 @@ table, each registered as its own check under the requirement it breaks.
 
 This module also holds :class:`RawCall`, the raw request the rpc and stream checks share:
 it fills the envelope's ``reply_to`` in with the inbox address (the framework's
-``raw_request`` cannot, since it opens its inbox itself), reads the replies one at a time
+a plain request-and-wait cannot, since it has to own the inbox), reads the replies one at a time
 with timeouts, and turns a reply that does not decode into a failure.
 """
 
@@ -35,6 +35,7 @@ from llmproto_conformance._context import (
     TESTEE_TYPES,
     CheckContext,
     error_of,
+    is_terminal,
 )
 from llmproto_conformance._model import CheckFailed, Level, Profile, Unsupported
 from llmproto_ref import (
@@ -109,12 +110,6 @@ async def expect_still_answering(ctx: CheckContext, after: str) -> None:
     except ExchangeError as exc:
         raise CheckFailed(f"after {after}, an echo failed with {exc.code}: {exc.message}") from exc
     ctx.expect(probe == reply.data, f"after {after}, an echo came back as {reply.data!r}")
-
-
-def _terminal(reply: Envelope) -> bool:
-    return reply.kind in (Kind.RESPONSE, Kind.ERROR) or (
-        reply.kind is Kind.CHUNK and reply.final is True
-    )
 
 
 def describe(reply: Envelope) -> str:
@@ -229,7 +224,7 @@ class RawCall:
                 raise CheckFailed(
                     f"no terminal reply to {self.type} within {timeout_s:g} s (got {seen})"
                 )
-            if _terminal(reply):
+            if is_terminal(reply):
                 return reply
 
     async def silence(self, grace_s: float = GRACE_S, *, after: str = "the terminal reply") -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -20,10 +19,8 @@ from llmproto_ref import (
     Capabilities,
     Client,
     Envelope,
-    EnvelopeError,
     Kind,
     Transport,
-    decode,
 )
 
 __all__ = (
@@ -32,8 +29,8 @@ __all__ = (
     "TESTEE_SERVICE",
     "TESTEE_TYPES",
     "CheckContext",
-    "RawReplies",
     "error_of",
+    "is_terminal",
 )
 
 #: The serve group of every testee (spec/conformance.md).
@@ -51,14 +48,6 @@ TESTEE_TYPES = {
 #: The testee's work queue.
 TESTEE_QUEUE = "llmp.testee.jobs"
 SUITE_SOURCE = "llmp://conformance-suite"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RawReplies:
-    """What came back to a raw send: decoded replies and undecodable bodies."""
-
-    replies: tuple[Envelope, ...]
-    undecodable: tuple[bytes, ...]
 
 
 class CheckContext:
@@ -115,38 +104,6 @@ class CheckContext:
         self.expect(isinstance(data, dict), f"llmp.testee.counters answered {data!r}")
         return dict(data)
 
-    async def raw_request(
-        self, type_: str, body: bytes, *, wait_s: float = 2.0, until_terminal: bool = True
-    ) -> RawReplies:
-        """Send ``body`` as a request for ``type_`` with a fresh inbox; collect what comes back.
-
-        Waits ``wait_s`` at most, or until a terminal reply (response, error, final chunk)
-        when ``until_terminal``.
-        """
-        inbox = await self.transport.open_inbox()
-        replies: list[Envelope] = []
-        undecodable: list[bytes] = []
-        try:
-            await self.transport.send_request(
-                type_, body, reply_to=inbox.address, message_id=self.unique("raw")
-            )
-            with anyio.move_on_after(wait_s):
-                async for delivery in inbox.subscription:
-                    if delivery.notice is not None:
-                        raise CheckFailed(f"the transport reported {delivery.notice}")
-                    try:
-                        reply = decode(delivery.body)
-                    except EnvelopeError:
-                        undecodable.append(delivery.body)
-                        continue
-                    replies.append(reply)
-                    if until_terminal and _terminal(reply):
-                        break
-        finally:
-            with anyio.CancelScope(shield=True):
-                await inbox.subscription.aclose()
-        return RawReplies(replies=tuple(replies), undecodable=tuple(undecodable))
-
     def request_bytes(self, op: str, data: Any = None, **members: Any) -> Envelope:
         """A well-formed request envelope for ``op``; set ``reply_to`` for replies to reach you."""
         return Envelope.new(kind=Kind.REQUEST, type=TESTEE_TYPES[op], source=SUITE_SOURCE,
@@ -166,7 +123,8 @@ class CheckContext:
         return result
 
 
-def _terminal(reply: Envelope) -> bool:
+def is_terminal(reply: Envelope) -> bool:
+    """Whether ``reply`` ends its exchange: a response, an error or the final chunk."""
     return reply.kind in (Kind.RESPONSE, Kind.ERROR) or (reply.kind is Kind.CHUNK and reply.final)
 
 

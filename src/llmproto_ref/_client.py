@@ -193,7 +193,7 @@ class Client:
         slot = _CallSlot()
         rid = envelope.id
         self._slots[rid] = slot
-        self.correlator.open(envelope, ExchangeKind.CALL, due, now_ms())
+        self.correlator.open(envelope, ExchangeKind.CALL, due)
         self.metrics.sent(pattern, envelope.type)
         try:
             body = encode(envelope, limits=self.limits)
@@ -273,7 +273,7 @@ class Client:
         )
         send, receive = anyio.create_memory_object_stream[Envelope | LlmpError](math.inf)
         self._slots[envelope.id] = _StreamSlot(send=send, receive=receive)
-        self.correlator.open(envelope, ExchangeKind.STREAM, due, now_ms())
+        self.correlator.open(envelope, ExchangeKind.STREAM, due)
         self.metrics.sent(Pattern.STREAM, envelope.type)
         stream.request, stream.due, stream.receive, stream.call_us = envelope, due, receive, call_us
         try:
@@ -353,7 +353,7 @@ class Client:
         slot = _CallSlot()
         if result:
             self._slots[rid] = slot
-            self.correlator.open(envelope, ExchangeKind.CALL, due, now_ms())
+            self.correlator.open(envelope, ExchangeKind.CALL, due)
         try:
             await self.transport.enqueue(
                 queue, encode(envelope, limits=self.limits), message_id=rid

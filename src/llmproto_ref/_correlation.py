@@ -34,7 +34,6 @@ class Pending:
     type: str
     deadline: Deadline | None
     reassembler: StreamReassembler | None = None
-    started_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,16 +64,13 @@ class Correlator:
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._open
 
-    def open(
-        self, request: Envelope, kind: ExchangeKind, deadline: Deadline | None, now_ms: int
-    ) -> Pending:
+    def open(self, request: Envelope, kind: ExchangeKind, deadline: Deadline | None) -> Pending:
         """Register the exchange a just-sent request starts."""
         pending = Pending(
             exchange=Exchange(kind, request.id),
             type=request.type,
             deadline=deadline,
             reassembler=StreamReassembler() if kind is ExchangeKind.STREAM else None,
-            started_ms=now_ms,
         )
         self._open[request.id] = pending
         return pending

@@ -169,18 +169,17 @@ class Serving:
         pattern = Pattern.STREAM if reg is not None and reg.streaming else Pattern.REQUEST
         attempt = _Attempt(pattern=pattern, reply_to=request.reply_to, received_us=received_us)
         self.service.metrics.sent(pattern, request.type)
-        await self._execute(request, attempt)
+        await self._execute(request, attempt, reg)
 
     async def _execute(
-        self, request: Envelope, attempt: _Attempt, worker: Registration | None = None
+        self, request: Envelope, attempt: _Attempt, reg: Registration | None
     ) -> _Outcome:
         """Deadline, idempotency, then the handler; the idempotency record is kept last.
 
-        :param worker: the work-queue registration a job came through; requests are routed
-            by their ``type`` instead.
+        :param reg: the handler for the request's type, or the worker a job came through;
+            ``None`` when nothing serves the type.
         """
         svc = self.service
-        reg = worker or svc.registration(request.type)
         if reg is None:
             reply = await self._answer_error(
                 request,
