@@ -1,11 +1,18 @@
 """The NATS binding and adapter for llmproto (spec/bindings/nats.md).
 
-This first part is the binding's pure mapping: subjects, header encoding and the message an
-envelope becomes. It imports nothing from the NATS client. The transport itself (core NATS
-request-reply, JetStream work queues) lands later in the same issue, 'NATS binding and adapter'.
+- :class:`NatsTransport`: the transport contract on nats-py (extra ``nats``); core NATS for
+  request-response, streams, cancels and events, JetStream for work queues. Use it through
+  ``llmproto_ref.open_transport("nats://127.0.0.1:4222")`` or directly.
+- The pure mapping (:mod:`llmproto_nats._mapping`, no broker client imported): subjects, header
+  encoding and the message an envelope becomes, as the binding vectors state it.
+
+Importing this package needs nats-py only for :class:`NatsTransport`, which is imported on
+first use, so the mapping works without the extra.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from llmproto_nats._mapping import (
     HEADER_CORRELATION_ID,
@@ -30,6 +37,9 @@ from llmproto_nats._mapping import (
     to_nats,
 )
 
+if TYPE_CHECKING:
+    from llmproto_nats._transport import NatsTransport
+
 __all__ = (
     "HEADER_CORRELATION_ID",
     "HEADER_DEADLINE",
@@ -40,6 +50,7 @@ __all__ = (
     "INBOX_PREFIX",
     "PREFIX",
     "NatsMessage",
+    "NatsTransport",
     "cancel_subject",
     "dead_letter_subject",
     "decode_header_value",
@@ -52,3 +63,11 @@ __all__ = (
     "request_subject",
     "to_nats",
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NatsTransport":
+        from llmproto_nats._transport import NatsTransport
+
+        return NatsTransport
+    raise AttributeError(f"module 'llmproto_nats' has no attribute {name!r}")

@@ -557,11 +557,11 @@ async def check_reply_address(ctx: CheckContext) -> None:
         )
         ctx.expect(await requests.wait(1), "the request never arrived")
         reply_to = requests.items[0].reply_to
-        ctx.expect(
-            reply_to == inbox.address,
-            f"the delivery's reply address is {reply_to!r}, not {inbox.address!r}",
-        )
-        await t2.send_reply(inbox.address, b"answer")
+        # A binding may give each request a reply address of its own (NATS does, so that a
+        # 503 names the request); what counts is that answering it reaches the inbox.
+        if reply_to is None:
+            raise CheckFailed("the delivered request has no reply address")
+        await t2.send_reply(reply_to, b"answer")
         ctx.expect(await replies.wait(1), "a reply to the handed-over address never arrived")
         ctx.expect(replies.items[0].body == b"answer", "the reply arrived changed")
 

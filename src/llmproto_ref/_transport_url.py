@@ -1,11 +1,17 @@
-"""Transports named by URL: ``memory://[name][?max_payload=N&dedup_window_ms=N]``.
+"""Transports named by URL.
 
-``nats://`` (and ``tls://``) and ``amqp://`` (and ``amqps://``) are recognised and refused
-with ``UNAVAILABLE`` until their adapters land; any other scheme is ``INVALID_PARAMS``.
+- ``memory://[name][?max_payload=N&dedup_window_ms=N]``: the embedded transport;
+- ``nats://host:port`` (or ``tls://``): the NATS adapter, :mod:`llmproto_nats` (extra ``nats``);
+- ``amqp://user:password@host:port/vhost`` (or ``amqps://``): the RabbitMQ adapter,
+  :mod:`llmproto_rabbitmq` (extra ``rabbitmq``).
+
+An adapter whose package or broker client is not installed is ``UNAVAILABLE`` with the
+install command; any other scheme is ``INVALID_PARAMS``.
 """
 
 from __future__ import annotations
 
+import importlib
 from urllib.parse import parse_qsl, urlsplit
 
 from llmproto_ref._memory import DEFAULT_MAX_PAYLOAD, MemoryTransport
@@ -14,14 +20,30 @@ from llmproto_ref._transport import Transport, TransportError
 
 __all__ = ("open_transport",)
 
-_PENDING = {
-    "nats": ("NATS", "llmproto_nats", "nats"),
-    "tls": ("NATS", "llmproto_nats", "nats"),
-    "amqp": ("RabbitMQ", "llmproto_rabbitmq", "rabbitmq"),
-    "amqps": ("RabbitMQ", "llmproto_rabbitmq", "rabbitmq"),
+#: scheme -> (broker, adapter module, its transport class, the extra that installs its client)
+_ADAPTERS = {
+    "nats": ("NATS", "llmproto_nats", "NatsTransport", "nats"),
+    "tls": ("NATS", "llmproto_nats", "NatsTransport", "nats"),
+    "amqp": ("RabbitMQ", "llmproto_rabbitmq", "RabbitMQTransport", "rabbitmq"),
+    "amqps": ("RabbitMQ", "llmproto_rabbitmq", "RabbitMQTransport", "rabbitmq"),
 }
 _MEMORY_OPTIONS = {"max_payload": DEFAULT_MAX_PAYLOAD, "dedup_window_ms": 120_000}
-_SUPPORTED = "memory:// (nats:// and amqp:// once their adapters land)"
+_SUPPORTED = "memory://, nats://, tls://, amqp://, amqps://"
+
+
+def _adapter(scheme: str, url: str) -> Transport:
+    broker, module_name, class_name, extra = _ADAPTERS[scheme]
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, class_name)
+    except ImportError as exc:
+        raise TransportError(
+            ErrorCode.UNAVAILABLE,
+            f"the {broker} binding needs its client library ({exc.name or module_name} is not "
+            f"installed): pip install 'llmproto[{extra}]' to use {url!r}",
+        ) from exc
+    transport: Transport = factory.from_url(url)
+    return transport
 
 
 def open_transport(url: str) -> Transport:
@@ -35,13 +57,8 @@ def open_transport(url: str) -> Transport:
     except ValueError as exc:
         raise TransportError(ErrorCode.INVALID_PARAMS, f"malformed transport URL {url!r}") from exc
     scheme = parts.scheme.lower()
-    if scheme in _PENDING:
-        broker, package, extra = _PENDING[scheme]
-        raise TransportError(
-            ErrorCode.UNAVAILABLE,
-            f"the {broker} binding ({package}) is not available yet: it lands with its issue; "
-            f"then install the {extra!r} extra (pip install 'llmproto[{extra}]') to use {url!r}",
-        )
+    if scheme in _ADAPTERS:
+        return _adapter(scheme, url)
     if scheme != "memory":
         raise TransportError(
             ErrorCode.INVALID_PARAMS,
