@@ -7,7 +7,6 @@ becomes a :class:`~llmproto_ref.TransportError` whose message names the operatio
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -52,7 +51,7 @@ def error_code(exc: BaseException) -> ErrorCode:
         return ErrorCode.OVERLOADED
     if isinstance(exc, nats.js.errors.NotFoundError):
         return ErrorCode.NOT_FOUND
-    if isinstance(exc, _UNAVAILABLE | OSError | asyncio.TimeoutError | EOFError):
+    if isinstance(exc, (*_UNAVAILABLE, OSError, TimeoutError, EOFError)):
         return ErrorCode.UNAVAILABLE
     if isinstance(exc, nats.errors.Error):
         return ErrorCode.UNAVAILABLE  # the client's own failure: the outcome is unknown

@@ -149,13 +149,13 @@ class QueueStreams:
 class NatsJob:
     """One delivery of a JetStream consumer as a contract :class:`~llmproto_ref.Job`."""
 
-    __slots__ = ("_consumer", "_lease_until", "_msg", "_settled", "delivery_count", "reason")
+    __slots__ = ("_consumer", "_msg", "_settled", "delivery_count", "lease_until", "reason")
 
     def __init__(self, consumer: PullConsumer, msg: nats.aio.msg.Msg, count: int) -> None:
         self._consumer = consumer
         self._msg = msg
         self._settled = False
-        self._lease_until = time.monotonic() + consumer.lease_s - _LEASE_MARGIN_S
+        self.lease_until = time.monotonic() + consumer.lease_s - _LEASE_MARGIN_S
         self.delivery_count = count
         raw = msg.headers.get(HEADER_DEAD_REASON) if msg.headers else None
         self.reason = None if raw is None else header_value(raw)
@@ -171,7 +171,7 @@ class NatsJob:
 
     def _take(self) -> bool:
         """Claim the one settle; ``False`` (and counted) when the job is no longer ours."""
-        if self._settled or time.monotonic() > self._lease_until:
+        if self._settled or time.monotonic() > self.lease_until:
             self._consumer.stale_settles += 1
             self._settled = True
             self._consumer.settled(self)
@@ -203,12 +203,12 @@ class NatsJob:
         await self._dead_letter(f"terminated: {reason}")
 
     async def extend_lease(self) -> None:
-        if self._settled or time.monotonic() > self._lease_until:
+        if self._settled or time.monotonic() > self.lease_until:
             self._consumer.stale_settles += 1
             return
         with translated("extending a job's lease"):
             await self._msg.in_progress()
-        self._lease_until = time.monotonic() + self._consumer.lease_s - _LEASE_MARGIN_S
+        self.lease_until = time.monotonic() + self._consumer.lease_s - _LEASE_MARGIN_S
 
     async def release(self) -> None:
         """The consumer closed before this job was settled: hand it back (-NAK) at once."""
@@ -227,7 +227,7 @@ class NatsJob:
                 ):
                     await self._msg.term()
             return
-        if self._settled or time.monotonic() > self._lease_until:
+        if self._settled or time.monotonic() > self.lease_until:
             self._consumer.stale_settles += 1
             return
         await self._consumer.move_to_dead_letters(self._msg, reason)
@@ -288,6 +288,10 @@ class PullConsumer:
             if time.monotonic() - self._heard > _SILENCE_S:
                 self._credit = 0  # the pulls were lost (a reconnect, a restarted server)
                 self._heard = time.monotonic()
+            # A job whose lease ran out is no longer held: the server redelivers it.
+            now = time.monotonic()
+            for job in [j for j in self._held if j.lease_until < now]:
+                self._held.discard(job)
             # Pull only for readers that wait: a worker asks for a job when a handler slot is
             # free, so jobs it cannot start yet stay with the server for others [WQ-006].
             room = min(self.prefetch - len(self._held), self._waiting) - self._credit
@@ -299,8 +303,11 @@ class PullConsumer:
                 except (nats.errors.Error, OSError):
                     pass  # not connected: try again after the wait below
             self._wake.clear()
+            wait_s = 1.0
+            if self._held:
+                wait_s = max(0.01, min(wait_s, min(j.lease_until for j in self._held) - now))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
     async def _on_message(self, msg: nats.aio.msg.Msg) -> None:
         self._heard = time.monotonic()

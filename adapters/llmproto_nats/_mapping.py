@@ -31,6 +31,7 @@ __all__ = (
     "event_subject",
     "from_nats",
     "inbox_subject",
+    "mirrored_headers",
     "queue_subject",
     "request_subject",
     "to_nats",
@@ -39,10 +40,10 @@ __all__ = (
 PREFIX = "llmp"  #: the first token of every binding subject except inboxes [NATS-001]
 INBOX_PREFIX = "_INBOX"  #: the first token of reply subjects [NATS-006]
 HEADER_MSG_ID = "Nats-Msg-Id"  #: mirrors ``id``; JetStream's dedup key [NATS-011, NATS-022]
-HEADER_KIND = "llmp-kind"  #: mirrors ``kind`` [NATS-011]
+HEADER_KIND = "llmp-kind"  #: may mirror ``kind`` (reserved; the reference does not write it)
 HEADER_TYPE = "llmp-type"  #: mirrors ``type`` [NATS-011]
-HEADER_CORRELATION_ID = "llmp-correlation-id"  #: mirrors ``correlation_id`` [NATS-011]
-HEADER_DEADLINE = "llmp-deadline"  #: mirrors ``deadline`` [NATS-011]
+HEADER_CORRELATION_ID = "llmp-correlation-id"  #: may mirror ``correlation_id`` (reserved)
+HEADER_DEADLINE = "llmp-deadline"  #: may mirror ``deadline`` (reserved)
 HEADER_DEAD_REASON = "llmp-dead-reason"  #: why a job was dead-lettered [NATS-026]
 
 _UNRESERVED = frozenset(range(0x21, 0x7F)) - {ord("%")}
@@ -146,20 +147,30 @@ def decode_header_value(value: str) -> str:
     return out.decode("utf-8")  # UnicodeDecodeError is a ValueError
 
 
+def mirrored_headers(subject: str, *, type: str, message_id: str) -> dict[str, str]:
+    """The headers a sender writes on ``subject`` [NATS-011].
+
+    Requests carry ``Nats-Msg-Id`` and ``llmp-type``, jobs ``Nats-Msg-Id`` (JetStream's dedup
+    key), cancels and events ``llmp-type``, replies nothing: each is what the transport
+    operation knows without reading the body.
+    """
+    area = subject.split(".", 2)[1] if subject.startswith(f"{PREFIX}.") else ""
+    if area == "rpc":
+        return {HEADER_MSG_ID: encode_header_value(message_id), HEADER_TYPE: type}
+    if area == "wq":
+        return {HEADER_MSG_ID: encode_header_value(message_id)}
+    if area in ("evt", "cancel"):
+        return {HEADER_TYPE: type}
+    return {}
+
+
 def to_nats(envelope: Envelope, subject: str, reply: str | None = None) -> NatsMessage:
-    """The message that carries ``envelope`` on ``subject``, its members mirrored [NATS-011]."""
-    mirrored = {
-        HEADER_MSG_ID: envelope.id,
-        HEADER_KIND: str(envelope.kind),
-        HEADER_TYPE: envelope.type,
-        HEADER_CORRELATION_ID: envelope.correlation_id,
-        HEADER_DEADLINE: envelope.deadline,
-    }
-    headers = {
-        name: encode_header_value(value) for name, value in mirrored.items() if value is not None
-    }
+    """The message that carries ``envelope`` on ``subject``, with its headers [NATS-011]."""
     return NatsMessage(
-        subject=subject, reply=reply, headers=headers, payload=llmproto_ref.encode(envelope)
+        subject=subject,
+        reply=reply,
+        headers=mirrored_headers(subject, type=envelope.type, message_id=envelope.id),
+        payload=llmproto_ref.encode(envelope),
     )
 
 

@@ -89,7 +89,8 @@ OPTIONS = {
 
 
 def _event_headers(type: str) -> dict[str, str]:
-    return {HEADER_TYPE: encode_header_value(type)}
+    """What :func:`~llmproto_nats.mirrored_headers` gives a cancel or an event [NATS-011]."""
+    return {HEADER_TYPE: type}  # a valid type is printable ASCII: it encodes as itself
 
 
 class NatsTransport:
@@ -351,6 +352,7 @@ class NatsTransport:
         else:
             check_reply_subject(reply_to)
             reply = reply_to
+        # As mirrored_headers for a request [NATS-011]; the type is a valid name by now.
         headers = {HEADER_MSG_ID: encode_header_value(message_id), HEADER_TYPE: type}
         with translated(f"sending a request of {type!r}"):
             await nc.publish(subject, body, reply=reply, headers=headers)
