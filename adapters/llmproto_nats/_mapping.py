@@ -41,7 +41,7 @@ PREFIX = "llmp"  #: the first token of every binding subject except inboxes [NAT
 INBOX_PREFIX = "_INBOX"  #: the first token of reply subjects [NATS-006]
 HEADER_MSG_ID = "Nats-Msg-Id"  #: mirrors ``id``; JetStream's dedup key [NATS-011, NATS-022]
 HEADER_KIND = "llmp-kind"  #: may mirror ``kind`` (reserved; the reference does not write it)
-HEADER_TYPE = "llmp-type"  #: mirrors ``type`` [NATS-011]
+HEADER_TYPE = "llmp-type"  #: may mirror ``type`` (reserved; the subject carries it)
 HEADER_CORRELATION_ID = "llmp-correlation-id"  #: may mirror ``correlation_id`` (reserved)
 HEADER_DEADLINE = "llmp-deadline"  #: may mirror ``deadline`` (reserved)
 HEADER_DEAD_REASON = "llmp-dead-reason"  #: why a job was dead-lettered [NATS-026]
@@ -116,6 +116,8 @@ def encode_header_value(value: str) -> str:
 
     :raises TransportError: ``INVALID_PARAMS`` if ``value`` holds CR or LF [NATS-015].
     """
+    if value.isascii() and value.isprintable() and " " not in value and "%" not in value:
+        return value  # printable ASCII without space or '%': written as is (the usual case)
     if "\r" in value or "\n" in value:
         raise TransportError(ErrorCode.INVALID_PARAMS, "a header value must not hold CR or LF")
     return "".join(
@@ -150,17 +152,15 @@ def decode_header_value(value: str) -> str:
 def mirrored_headers(subject: str, *, type: str, message_id: str) -> dict[str, str]:
     """The headers a sender writes on ``subject`` [NATS-011].
 
-    Requests carry ``Nats-Msg-Id`` and ``llmp-type``, jobs ``Nats-Msg-Id`` (JetStream's dedup
-    key), cancels and events ``llmp-type``, replies nothing: each is what the transport
-    operation knows without reading the body.
+    Requests and jobs carry ``Nats-Msg-Id`` (for a job, JetStream's dedup key); cancels, events
+    and replies carry none: the subject already names the type, and a header costs every
+    receiver a parse. ``type`` is accepted for symmetry with the other members a later version
+    may mirror.
     """
+    del type  # the subject carries it
     area = subject.split(".", 2)[1] if subject.startswith(f"{PREFIX}.") else ""
-    if area == "rpc":
-        return {HEADER_MSG_ID: encode_header_value(message_id), HEADER_TYPE: type}
-    if area == "wq":
+    if area in ("rpc", "wq"):
         return {HEADER_MSG_ID: encode_header_value(message_id)}
-    if area in ("evt", "cancel"):
-        return {HEADER_TYPE: type}
     return {}
 
 

@@ -47,7 +47,6 @@ from llmproto_nats._jetstream import (
 )
 from llmproto_nats._mapping import (
     HEADER_MSG_ID,
-    HEADER_TYPE,
     INBOX_PREFIX,
     cancel_subject,
     encode_header_value,
@@ -88,9 +87,6 @@ OPTIONS = {
 }
 
 
-def _event_headers(type: str) -> dict[str, str]:
-    """What :func:`~llmproto_nats.mirrored_headers` gives a cancel or an event [NATS-011]."""
-    return {HEADER_TYPE: type}  # a valid type is printable ASCII: it encodes as itself
 
 
 class NatsTransport:
@@ -352,8 +348,7 @@ class NatsTransport:
         else:
             check_reply_subject(reply_to)
             reply = reply_to
-        # As mirrored_headers for a request [NATS-011]; the type is a valid name by now.
-        headers = {HEADER_MSG_ID: encode_header_value(message_id), HEADER_TYPE: type}
+        headers = {HEADER_MSG_ID: encode_header_value(message_id)}  # as mirrored_headers
         with translated(f"sending a request of {type!r}"):
             await nc.publish(subject, body, reply=reply, headers=headers)
 
@@ -378,7 +373,7 @@ class NatsTransport:
         self._checked(body)
         nc = self._connected("broadcasting a cancel")
         with translated(f"broadcasting a cancel of {type!r}"):
-            await nc.publish(subject, body, headers=_event_headers(type))
+            await nc.publish(subject, body)  # no headers [NATS-011]
 
     async def serve_cancels(self, type_pattern: str) -> Subscription:
         validate_pattern(type_pattern)
@@ -391,7 +386,7 @@ class NatsTransport:
         self._checked(body)
         nc = self._connected("publishing an event")
         with translated(f"publishing an event of {type!r}"):
-            await nc.publish(subject, body, headers=_event_headers(type))
+            await nc.publish(subject, body)  # no headers [NATS-011]
 
     async def subscribe_events(self, pattern: str, *, group: str | None = None) -> Subscription:
         subject = event_pattern(pattern)

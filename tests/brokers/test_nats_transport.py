@@ -223,9 +223,9 @@ async def test_what_the_transport_sends_is_what_the_vectors_say(nats_url: str, r
     expected = mirrored_headers(request.subject, type=type_, message_id=env_id)
     assert expected == request.headers
     assert f"llmp.cancel.{type_}" == cancel.subject
-    assert mirrored_headers(cancel.subject, type=type_, message_id="") == cancel.headers
+    assert mirrored_headers(cancel.subject, type=type_, message_id="") == (cancel.headers or {})
     assert f"llmp.evt.{type_}" == event.subject
-    assert mirrored_headers(event.subject, type=type_, message_id="") == event.headers
+    assert mirrored_headers(event.subject, type=type_, message_id="") == (event.headers or {})
 
 
 # -- work queues on JetStream ----------------------------------------------------------------
