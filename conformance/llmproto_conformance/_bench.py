@@ -58,6 +58,13 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument("--in-flight", type=int, default=64, metavar="N",
                        help="requests in flight for the concurrent phase (default 64)")  # fmt: skip
     bench.add_argument("--json", action="store_true", help="print one JSON document")
+    bench.add_argument(
+        "--native", action="store_true",
+        help="compare with the broker's own client instead, across processes (nats://): "
+        "the reference testee (or, with --testee, yours) against a plain-client peer",
+    )  # fmt: skip
+    bench.add_argument("--rounds", type=int, default=5, metavar="N",
+                       help="interleaved rounds of --native (default 5)")  # fmt: skip
     bench.set_defaults(run=_bench, parser=bench)
 
 
@@ -81,6 +88,8 @@ def figure_rows(report: Report) -> list[tuple[str, str, Any, Any, Any]]:
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.in_flight < 1:
         parser.error("--in-flight must be at least 1")
+    if args.native:
+        return _bench_native(args, parser)
     try:
         if args.adapter is not None:
             factory, label = adapter_factory(args.adapter), args.adapter
@@ -117,6 +126,39 @@ def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"ERROR {r.check.id}: {r.message}")
         print("ratios: llmproto / raw; for latencies lower is better, for rates higher is better")
     return 1 if broken else 0
+
+
+def _bench_native(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from llmproto_conformance._native import (
+        format_run,
+        native_supported,
+        run_native,
+        summary_document,
+    )
+
+    if args.adapter is not None or not native_supported(args.transport):
+        parser.error("--native needs --transport nats://... (the native baseline's broker)")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    def progress(line: str) -> None:
+        if not args.json:
+            print(line, flush=True)
+
+    run = anyio.run(
+        lambda: run_native(
+            args.transport,
+            rounds=args.rounds,
+            in_flight=args.in_flight,
+            external_testee=args.testee,
+            progress=progress,
+        )
+    )
+    if args.json:
+        print(orjson.dumps(summary_document(run), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_run(run).replace(args.transport, redact(args.transport)))
+    return 0
 
 
 def _num(value: Any) -> str:
