@@ -90,8 +90,8 @@ def test_a_crashing_decoder_fails_every_vector(run: pytest.Pytester) -> None:
     ("args", "message"),
     [
         (
-            ["--llmproto-transport", "nats://127.0.0.1:4222"],
-            "*the NATS binding (llmproto_nats) is not available yet*",
+            ["--llmproto-transport", "nats://127.0.0.1:4222?no_such_option=1"],
+            "*unknown NATS transport option 'no_such_option'*",
         ),
         (["--llmproto-decoder", "lenient:decode"], "*needs --llmproto-vectors*"),
         (["--llmproto-vectors", "--llmproto-decoder", "nocolon"], "*expected module:function*"),

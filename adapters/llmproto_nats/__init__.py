@@ -12,7 +12,7 @@ first use, so the mapping works without the extra.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from llmproto_nats._mapping import (
     HEADER_CORRELATION_ID,
@@ -38,7 +38,7 @@ from llmproto_nats._mapping import (
     to_nats,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from llmproto_nats._transport import NatsTransport
 
 __all__ = (
@@ -67,7 +67,7 @@ __all__ = (
 )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "NatsTransport":
         from llmproto_nats._transport import NatsTransport
 
