@@ -9,8 +9,8 @@ Exit status of ``run``: 0 when no MUST check failed unexpectedly and no expected
 failed to connect, the testee did not start); 2 for a usage error or when the suite could not
 start at all: a bad option, an unknown check id, a selection of no checks, a malformed
 expected-failures file, a bad ``--adapter`` spec, or a transport URL that
-:func:`llmproto_ref.open_transport` refuses (an unknown scheme, an adapter whose client is not installed,
-such as ``nats://`` and ``amqp://`` until their adapters land). Nothing was checked then, so
+:func:`llmproto_ref.open_transport` refuses (an unknown scheme, a malformed option, an adapter
+whose broker client is not installed). Nothing was checked then, so
 the status is not 1, which means "checked and not conformant".
 """
 
