@@ -345,9 +345,11 @@ class NatsTransport:
         tokens = self._inboxes.get(reply_to)
         if tokens is not None:
             reply = tokens.reply_subject(message_id)  # per request: a 503 names it [NATS-006]
-        else:
+        elif reply_to:
             check_reply_subject(reply_to)
             reply = reply_to
+        else:
+            reply = ""  # no reply address: nobody learns of missing responders either
         headers = {HEADER_MSG_ID: encode_header_value(message_id)}  # as mirrored_headers
         with translated(f"sending a request of {type!r}"):
             await nc.publish(subject, body, reply=reply, headers=headers)

@@ -481,6 +481,19 @@ async def test_close_drains_what_was_published(nats_url: str, run_id: str) -> No
     assert [b"%d" % n for n in range(200)] == [m.data for m in got]
 
 
+async def test_a_request_without_a_reply_address_is_sent_without_one(
+    nats_url: str, run_id: str
+) -> None:
+    """An empty reply_to sends the request with no NATS reply subject (TRN-008's absence)."""
+    async with open_transport(nats_url) as t:
+        requests = await t.serve(f"{run_id}.op", group="g")
+        await t.send_request(f"{run_id}.op", b"{}", reply_to="", message_id="m1")
+        with anyio.fail_after(WAIT):
+            delivery = await requests.__aiter__().__anext__()
+        assert delivery.reply_to is None
+        assert "m1" == delivery.message_id
+
+
 def test_urls_and_options() -> None:
     """from_url takes servers, credentials and options, and refuses what it does not know."""
     t = NatsTransport.from_url("nats://u:p@h1:4222,h2:4223?request_timeout_ms=700&name=x")
