@@ -40,6 +40,17 @@ INTERNAL_MODULES = {
     "llmproto_ref._replies": "reply builders the service uses; Service is the API",
     "llmproto_ref._serving": "the service's per-message behaviour; Service is the API",
     "llmproto_ref._memory_queue": "the memory transport's queues; MemoryTransport is the API",
+    "llmproto_ref._bearer": "BearerPolicy and TokenClaims are re-exported; the rest is detail",
+    "llmproto_ref._canonical": "the bytes a signature covers; canonicalize() is re-exported",
+    "llmproto_ref._ed25519": "the Ed25519 backends behind Key (libsodium first, then OpenSSL)",
+    "llmproto_ref._encryption": "Encrypter and decrypt are re-exported; the rest is detail",
+    "llmproto_ref._keys": "Key, KeySet, KeyResolver and JwkSetFile are re-exported",
+    "llmproto_ref._policy": "SecurityPolicy and Verified are re-exported; defaults are detail",
+    "llmproto_ref._signing": "Signer is re-exported; the byte-level helpers are detail",
+    "llmproto_conformance._hostile_corpus": "the corpus; hostile_corpus() is re-exported",
+    "llmproto_conformance._native": "behind `llmproto bench --native`; its API is the command line",
+    "llmproto_conformance._native_nats": "the native NATS peer behind `llmproto bench --native`",
+    "llmproto_nats._errors": "the adapter's exception mapping; TransportError is the API",
 }
 
 #: Single names of otherwise public modules that stay internal, with the reason.

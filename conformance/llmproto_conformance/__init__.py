@@ -18,6 +18,8 @@ from llmproto_conformance._context import (
     is_terminal,
 )
 from llmproto_conformance._faults import FAULTS, FaultyTransport, fault_choices, faulty
+from llmproto_conformance._hostile import HostileReport, HostileResult, run_hostile
+from llmproto_conformance._hostile_corpus import HostileInput, hostile_corpus
 from llmproto_conformance._model import (
     Check,
     CheckFailed,
@@ -60,6 +62,9 @@ __all__ = (
     "CheckResult",
     "Counters",
     "FaultyTransport",
+    "HostileInput",
+    "HostileReport",
+    "HostileResult",
     "Level",
     "Outcome",
     "Profile",
@@ -78,11 +83,13 @@ __all__ = (
     "fault_choices",
     "faulty",
     "format_summary",
+    "hostile_corpus",
     "is_terminal",
     "judge",
     "load_vectors",
     "requirement_text",
     "requirements",
+    "run_hostile",
     "run_one",
     "run_suite",
     "select",

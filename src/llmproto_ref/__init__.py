@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib as _importlib
 import typing as _typing
 
+from llmproto_ref._bearer import BearerPolicy, TokenClaims
+from llmproto_ref._canonical import canonicalize
 from llmproto_ref._codec import MEDIA_TYPE, decode, encode
 from llmproto_ref._correlation import Correlator, Pending, Routed
 from llmproto_ref._deadline import Deadline
+from llmproto_ref._encryption import Encrypter, decrypt
 from llmproto_ref._envelope import LLMP_VERSION, Envelope, Kind
 from llmproto_ref._errors import (
     EnvelopeError,
@@ -37,10 +40,15 @@ from llmproto_ref._exchange import (
 from llmproto_ref._handling import Event, Final, Request, current_request
 from llmproto_ref._idempotency import Claim, IdempotencyStore, request_digest
 from llmproto_ref._ids import new_id, now_timestamp
+from llmproto_ref._keys import JwkSetFile, Key, KeyResolver, KeySet
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Figures, Metrics, Pattern
+from llmproto_ref._policy import SecurityPolicy, Verified
 from llmproto_ref._registry import ErrorCode, RegistryEntry, registry
+from llmproto_ref._replay import NonceCache, Refusal, ReplayCache
 from llmproto_ref._resources import load_schema, schema_dir
+from llmproto_ref._security_error import SecurityError
+from llmproto_ref._signing import Signer
 from llmproto_ref._stream import StreamReassembler
 from llmproto_ref._transport import (
     Capabilities,
@@ -99,6 +107,7 @@ __all__ = (
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Action",
+    "BearerPolicy",
     "BrokerStats",
     "Capabilities",
     "Claim",
@@ -107,6 +116,7 @@ __all__ = (
     "Correlator",
     "Deadline",
     "Delivery",
+    "Encrypter",
     "Envelope",
     "EnvelopeError",
     "ErrorCode",
@@ -121,6 +131,10 @@ __all__ = (
     "Input",
     "Job",
     "JobHandle",
+    "JwkSetFile",
+    "Key",
+    "KeyResolver",
+    "KeySet",
     "Kind",
     "Limits",
     "LlmpError",
@@ -128,18 +142,24 @@ __all__ = (
     "MemoryBroker",
     "MemoryTransport",
     "Metrics",
+    "NonceCache",
     "Notice",
     "Pattern",
     "Pending",
     "ProtocolError",
     "QueueOptions",
+    "Refusal",
     "Registration",
     "RegistryEntry",
     "RemoteProtocolError",
+    "ReplayCache",
     "Request",
     "Routed",
+    "SecurityError",
+    "SecurityPolicy",
     "Service",
     "ServiceStats",
+    "Signer",
     "State",
     "Stream",
     "StreamReassembler",
@@ -147,10 +167,14 @@ __all__ = (
     "SyncClient",
     "SyncJobHandle",
     "SyncStream",
+    "TokenClaims",
     "Transport",
     "TransportError",
+    "Verified",
+    "canonicalize",
     "current_request",
     "decode",
+    "decrypt",
     "encode",
     "load_schema",
     "new_id",
