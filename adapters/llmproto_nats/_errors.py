@@ -15,7 +15,10 @@ import nats.js.errors
 
 from llmproto_ref import ErrorCode, TransportError
 
-__all__ = ("error_code", "translated")
+__all__ = ("CLIENT_ERRORS", "error_code", "failure", "translated")
+
+#: What a call into nats-py may raise: caught on the hot paths with ``except CLIENT_ERRORS``.
+CLIENT_ERRORS = (nats.errors.Error, OSError, TimeoutError, EOFError)
 
 #: JetStream API error codes that mean the server is out of room, not that we erred.
 _JS_CAPACITY = frozenset({10023, 10028, 10047, 10077, 10078})
@@ -56,6 +59,12 @@ def error_code(exc: BaseException) -> ErrorCode:
     if isinstance(exc, nats.errors.Error):
         return ErrorCode.UNAVAILABLE  # the client's own failure: the outcome is unknown
     return ErrorCode.INTERNAL
+
+
+def failure(exc: BaseException, doing: str) -> TransportError:
+    """The :class:`TransportError` that stands for ``exc`` while ``doing`` something."""
+    detail = str(exc) or type(exc).__name__
+    return TransportError(error_code(exc), f"NATS: {doing} failed: {detail}")
 
 
 @contextlib.contextmanager

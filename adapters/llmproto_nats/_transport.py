@@ -24,6 +24,7 @@ trio with ``UNAVAILABLE``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -37,7 +38,7 @@ import nats.aio.msg
 import nats.js
 import sniffio
 
-from llmproto_nats._errors import translated
+from llmproto_nats._errors import CLIENT_ERRORS, failure, translated
 from llmproto_nats._jetstream import (
     DEAD_CONSUMER,
     DEAD_OPTIONS,
@@ -85,8 +86,6 @@ OPTIONS = {
     "dedup_window_ms": 120_000,
     "drain_timeout_ms": 5_000,
 }
-
-
 
 
 class NatsTransport:
@@ -339,7 +338,7 @@ class NatsTransport:
         return await self._subscribe(request_subject_pattern(type_pattern), queue=group)
 
     async def send_request(self, type: str, body: bytes, *, reply_to: str, message_id: str) -> None:
-        subject = request_subject(type)
+        subject = _request_subject(type)
         self._checked(body)
         nc = self._connected("sending a request")
         tokens = self._inboxes.get(reply_to)
@@ -351,8 +350,10 @@ class NatsTransport:
         else:
             reply = ""  # no reply address: nobody learns of missing responders either
         headers = {HEADER_MSG_ID: encode_header_value(message_id)}  # as mirrored_headers
-        with translated(f"sending a request of {type!r}"):
+        try:
             await nc.publish(subject, body, reply=reply, headers=headers)
+        except CLIENT_ERRORS as exc:
+            raise failure(exc, f"sending a request of {type!r}") from exc
 
     async def open_inbox(self) -> Inbox:
         self._inbox_count += 1
@@ -367,15 +368,19 @@ class NatsTransport:
         nc = self._connected("sending a reply")
         check_reply_subject(address)
         self._checked(body)
-        with translated("sending a reply"):
+        try:
             await nc.publish(address, body)  # core NATS, to the reply subject [NATS-019]
+        except CLIENT_ERRORS as exc:
+            raise failure(exc, "sending a reply") from exc
 
     async def publish_cancel(self, type: str, body: bytes) -> None:
-        subject = cancel_subject(type)
+        subject = _cancel_subject(type)
         self._checked(body)
         nc = self._connected("broadcasting a cancel")
-        with translated(f"broadcasting a cancel of {type!r}"):
+        try:
             await nc.publish(subject, body)  # no headers [NATS-011]
+        except CLIENT_ERRORS as exc:
+            raise failure(exc, f"broadcasting a cancel of {type!r}") from exc
 
     async def serve_cancels(self, type_pattern: str) -> Subscription:
         validate_pattern(type_pattern)
@@ -384,11 +389,13 @@ class NatsTransport:
     # -- events ----------------------------------------------------------------------------
 
     async def publish_event(self, type: str, body: bytes) -> None:
-        subject = event_subject(type)
+        subject = _event_subject(type)
         self._checked(body)
         nc = self._connected("publishing an event")
-        with translated(f"publishing an event of {type!r}"):
+        try:
             await nc.publish(subject, body)  # no headers [NATS-011]
+        except CLIENT_ERRORS as exc:
+            raise failure(exc, f"publishing an event of {type!r}") from exc
 
     async def subscribe_events(self, pattern: str, *, group: str | None = None) -> Subscription:
         subject = event_pattern(pattern)
@@ -442,6 +449,13 @@ def request_subject_pattern(type_pattern: str) -> str:
     return f"llmp.rpc.{type_pattern}"
 
 
+# Subjects of valid names, computed once per name (an invalid name raises and is not kept).
+_request_subject = functools.lru_cache(maxsize=4096)(request_subject)
+_cancel_subject = functools.lru_cache(maxsize=4096)(cancel_subject)
+_event_subject = functools.lru_cache(maxsize=4096)(event_subject)
+
+
+@functools.lru_cache(maxsize=8192)
 def check_reply_subject(address: str) -> None:
     """Refuse a reply address that is not an inbox subject [NATS-030].
 
