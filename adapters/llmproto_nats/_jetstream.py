@@ -263,6 +263,7 @@ class PullConsumer:
         self._stream = info.stream_name
         self._jobs: asyncio.Queue[NatsJob | None] = asyncio.Queue()
         self._held: set[NatsJob] = set()  # handed out or queued, not yet settled
+        self._returned: set[asyncio.Task[None]] = set()  # -NAKs of deliveries over prefetch
         self._credit = 0  # deliveries requested and not yet delivered or expired
         self._waiting = 0  # readers waiting in __anext__ for a job
         self._heard = time.monotonic()
@@ -333,9 +334,22 @@ class PullConsumer:
             asyncio.get_running_loop().create_task(self._expire(msg))
             self._wake.set()
             return
+        if len(self._held) >= self.prefetch:
+            # A pull from before a reconnect was served as well: never hold more than the
+            # prefetch; hand the job back at once [NATS-035, TRN-014].
+            self._returned.add(asyncio.get_running_loop().create_task(msg.nak()))
+            self._returned = {t for t in self._returned if not t.done()}
+            return
         job = NatsJob(self, msg, count)
         self._held.add(job)
         self._jobs.put_nowait(job)
+
+    def reconnected(self) -> None:
+        """The connection is back: its earlier pull requests may be forgotten (a restarted
+        server keeps none), so count none as outstanding and pull again at once [NATS-035]."""
+        self._credit = 0
+        self._heard = time.monotonic()
+        self._wake.set()
 
     async def _expire(self, msg: nats.aio.msg.Msg) -> None:
         try:

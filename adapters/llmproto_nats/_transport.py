@@ -116,6 +116,7 @@ class NatsTransport:
         self._inboxes: dict[str, InboxTokens] = {}
         self._inbox_count = 0
         self._capabilities = Capabilities(max_payload=DEFAULT_SERVER_MAX_PAYLOAD - HEADER_ALLOWANCE)
+        self._errors_logged = 0
         self.disconnects = 0  #: times the connection was lost
         self.reconnects = 0  #: times it came back
         self.client_errors: list[str] = []  #: the latest asynchronous errors nats-py reported
@@ -233,7 +234,7 @@ class NatsTransport:
         if self._nc is not None:
             raise TransportError(ErrorCode.INVALID_PARAMS, f"{self!r} is already open")
         opts = self._options
-        # nats-py retries a refused first connection forever: bound it here.
+        # nats-py retries a refused first connection forever: the connect timeout bounds it.
         try:
             with translated(f"connecting to {self.name}"):
                 nc = await asyncio.wait_for(
@@ -249,7 +250,7 @@ class NatsTransport:
                         disconnected_cb=self._on_disconnect,
                         reconnected_cb=self._on_reconnect,
                     ),
-                    timeout=opts["connect_timeout_ms"] / 1000 + 1,
+                    timeout=opts["connect_timeout_ms"] / 1000,  # [NATS-036]
                 )
         except TransportError as exc:
             raise TransportError(
@@ -293,7 +294,10 @@ class NatsTransport:
 
     async def _on_error(self, exc: Exception) -> None:
         self.client_errors = [*self.client_errors[-31:], f"{type(exc).__name__}: {exc}"]
-        if self._nc is not None:  # while connecting, the failure is raised instead
+        # While connecting the failure is raised instead; during an outage, log the first few
+        # refused attempts, not one line per retry.
+        if self._nc is not None and self._errors_logged < 3:
+            self._errors_logged += 1
             _log.warning("%s: %s: %s", self, type(exc).__name__, exc)
 
     async def _on_disconnect(self) -> None:
@@ -304,7 +308,10 @@ class NatsTransport:
 
     async def _on_reconnect(self) -> None:
         self.reconnects += 1
+        self._errors_logged = 0
         self._streams.forget()
+        for consumer in list(self._consumers):
+            consumer.reconnected()  # pull again at once [NATS-035]
         _log.warning("%s: reconnected", self)
 
     async def _subscribe(
