@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ("llmproto_ref", "llmproto_conformance", "llmproto_nats")
+PACKAGES = ("llmproto_ref", "llmproto_conformance", "llmproto_nats", "llmproto_rabbitmq")
 
 #: Underscore modules whose ``__all__`` is internal to the package, with the reason.
 INTERNAL_MODULES = {
@@ -51,6 +51,13 @@ INTERNAL_MODULES = {
     "llmproto_conformance._native": "behind `llmproto bench --native`; its API is the command line",
     "llmproto_conformance._native_nats": "the native NATS peer behind `llmproto bench --native`",
     "llmproto_nats._errors": "the adapter's exception mapping; TransportError is the API",
+    "llmproto_rabbitmq._declare": "queue declarations and dedup memory; the transport is the API",
+    "llmproto_rabbitmq._errors": "the client-error translation; TransportError is the API",
+    "llmproto_rabbitmq._job": "one delivery of a job; RabbitMQTransport.consume() hands them out",
+    "llmproto_rabbitmq._link": "the connection that reconnects; RabbitMQTransport is the API",
+    "llmproto_rabbitmq._queue": "the consumer of a work queue; consume() is the API",
+    "llmproto_rabbitmq._stats": "the mutable counters behind RabbitMQTransport.stats",
+    "llmproto_rabbitmq._subscription": "subscriptions; the transport operations are the API",
 }
 
 #: Single names of otherwise public modules that stay internal, with the reason.

@@ -47,8 +47,8 @@ _EPILOG = """\
 exit status: 0 conformant (no unexpected MUST failure, no stale expected failure),
 1 not conformant, or the run broke off (the transport or the testee failed),
 2 usage error, or the suite could not start (bad option, unknown check, malformed
-expected-failures file, bad --adapter, a transport URL that cannot be opened, such as
-nats:// and amqp:// until their adapters land).
+expected-failures file, bad --adapter, a transport URL that cannot be opened: an unknown
+scheme or option, a broker client that is not installed).
 
 The expected-failures file is TOML with one table:
   [expected_failures]
