@@ -25,7 +25,7 @@ from hypothesis.strategies import SearchStrategy
 from envelope_strategies import KINDS, mutations, valid_envelopes
 from llmproto_ref import EnvelopeError, decode, encode
 from llmproto_ref._schemas import schema_validator
-from llmproto_ref._validate import validate_members
+from llmproto_ref._validate import _PLANS, validate_members
 
 VECTORS = Path(__file__).resolve().parents[1] / "conformance" / "llmproto_conformance" / "vectors"
 
@@ -238,6 +238,40 @@ def test_generated_mutants_judged_alike(kind: str) -> None:
     )
     judged = _count_cases(strategy, _assert_judged_alike, MUTATED_PER_KIND)
     assert judged >= MUTATED_PER_KIND * MUTANTS_PER_ENVELOPE
+
+
+#: Generated envelopes per kind whose shape gets a plan before it and its near misses are judged.
+PLANNED_PER_KIND = 120
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shape_plans_judge_alike(kind: str) -> None:
+    """A shape's plan (the quick path after one accepted message) judges as the schema does.
+
+    Each generated envelope is validated once so that its shape has a plan; then it and its
+    near misses are judged again, those of the same shape through the plan.
+    """
+    planned = 0
+
+    def check(case: dict[str, Any]) -> None:
+        nonlocal planned
+        envelope, mutants = case["envelope"], case["mutants"]
+        _assert_both_accept(envelope, "a generated valid envelope is rejected")
+        assert (_PLANS.get(tuple(envelope)) is None) == ("enc" in envelope)
+        _assert_both_accept(envelope, "a valid envelope is rejected through its plan")
+        for mutant in mutants:
+            if isinstance(mutant, dict) and _PLANS.get(tuple(mutant)) is not None:
+                planned += 1
+            _assert_judged_alike(mutant)
+
+    strategy = valid_envelopes(kind).flatmap(
+        lambda envelope: st.lists(
+            mutations(envelope), min_size=MUTANTS_PER_ENVELOPE, max_size=MUTANTS_PER_ENVELOPE
+        ).map(lambda mutants: [{"envelope": envelope, "mutants": mutants}])
+    )
+    judged = _count_cases(strategy, check, PLANNED_PER_KIND)
+    assert judged >= PLANNED_PER_KIND
+    assert planned >= PLANNED_PER_KIND  # near misses of a planned shape met its plan
 
 
 def test_generated_cases_cover_the_claim() -> None:

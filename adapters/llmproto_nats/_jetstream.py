@@ -26,6 +26,9 @@ publishes the job to ``llmp.dlq.<Q>`` with ``llmp-dead-reason`` and then termina
 ``+TERM`` [NATS-026]. A job is settled once: a second settle, or one after the job's lease ran
 out on this side, is *stale*, changes nothing and is counted, so a slow worker never settles
 the redelivery another worker holds.
+
+Deleting a queue (the optional ``delete_queue``) deletes its stream, which takes its jobs, its
+dead letters and both durable consumers with it; the next use creates them afresh.
 """
 
 from __future__ import annotations
@@ -113,6 +116,22 @@ class QueueStreams:
                     await js.stream_info(name)
             self._ready.add(name)
             return name
+
+    async def delete_stream(self, queue: str) -> None:
+        """Delete the stream of ``queue`` with its consumers; one that does not exist is fine."""
+        name = stream_name(queue)
+        js = self._transport.jetstream()
+        async with self._lock:
+            try:
+                with (
+                    translated(f"deleting the stream of queue {queue!r}"),
+                    contextlib.suppress(nats.js.errors.NotFoundError),
+                ):
+                    await js.delete_stream(name)
+            finally:  # even when the outcome is unknown: the next use looks the stream up
+                self._ready.discard(name)
+                for key in [k for k in self._consumers if k[0] == name]:
+                    del self._consumers[key]
 
     async def ensure_consumer(
         self, queue: str, durable: str, options: QueueOptions

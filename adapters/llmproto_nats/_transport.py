@@ -442,6 +442,20 @@ class NatsTransport:
         validate_queue_name(queue)
         return await self._consumer(queue, DEAD_CONSUMER, DEAD_OPTIONS)
 
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue``: its stream, with its jobs, dead letters and consumers (optional
+        operation, spec/transport.md, Work queues); a queue that does not exist is fine.
+
+        This transport's consumers of the queue end first; a consumer of it on another
+        connection stops receiving.
+        """
+        validate_queue_name(queue)
+        self._connected(f"deleting queue {queue!r}")
+        for consumer in [c for c in self._consumers if c.queue == queue]:
+            self._consumers.discard(consumer)
+            await consumer.aclose()
+        await self._streams.delete_stream(queue)
+
     async def _consumer(self, queue: str, durable: str, options: QueueOptions) -> PullConsumer:
         info = await self._streams.ensure_consumer(queue, durable, options)
         consumer = PullConsumer(self, queue, durable, options, info)

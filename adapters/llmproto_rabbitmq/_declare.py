@@ -5,14 +5,24 @@ queue ``llmp.dlq:Q`` [AMQP-006]; :func:`declare_delay` declares the delay queue 
 again whenever it was declared more than half its spare lifetime ago, so that it never expires
 while a job waits in it [AMQP-021]. Declarations are made once per connection
 (:meth:`~llmproto_rabbitmq._link.Link.declare`). :class:`Dedup` holds what AMQP-017 needs.
+
+:func:`delete_queue` (the optional ``delete_queue`` operation) deletes the work queue, its
+dead-letter queue and its delay queues. AMQP 0-9-1 cannot list queues, so the delay queues it
+finds are those :func:`declare_delay` noted in this process (:data:`_DELAYS`, any connection,
+forgotten once they would have expired); a delay queue that another process declared stays
+until its ``x-expires`` removes it, at most its delay plus a minute after its last use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
+import aiormq.exceptions
+
+from llmproto_rabbitmq._errors import translated
 from llmproto_rabbitmq._link import Channel, Link
 from llmproto_rabbitmq._mapping import (
     EXCHANGE_DEAD,
@@ -22,12 +32,22 @@ from llmproto_rabbitmq._mapping import (
     work_queue,
 )
 
-__all__ = ("RPC_TIMEOUT_S", "Dedup", "declare_delay", "declare_queue", "delay_bucket")
+__all__ = (
+    "RPC_TIMEOUT_S",
+    "Dedup",
+    "declare_delay",
+    "declare_queue",
+    "delay_bucket",
+    "delete_queue",
+)
 
 #: Seconds a declaration or a consume may take before it counts as a lost connection.
 RPC_TIMEOUT_S = 10.0
 #: How long an idle delay queue outlives its delay; redeclared at least this often / 2.
 _DELAY_QUEUE_SPARE_MS = 60_000
+#: The delay queues declared in this process: queue -> (delay_ms, dead) -> when it expires, at
+#: the latest (time.monotonic); what :func:`delete_queue` deletes besides the queue itself.
+_DELAYS: dict[str, dict[tuple[int, bool], float]] = {}
 
 
 class _Window:
@@ -51,6 +71,10 @@ class _Window:
     def add(self, key: tuple[str, str]) -> None:
         self._until.pop(key, None)
         self._until[key] = time.monotonic() + self._window_s
+
+    def forget(self, queue: str) -> None:
+        for key in [k for k in self._until if k[0] == queue]:
+            del self._until[key]
 
 
 class Dedup:
@@ -80,6 +104,11 @@ class Dedup:
     def taken(self, queue: str, message_id: str) -> None:
         """A first delivery of ``message_id`` was handed out."""
         self._taken.add((queue, message_id))
+
+    def forget(self, queue: str) -> None:
+        """``queue`` was deleted: forget the ids enqueued to and taken from it."""
+        self._enqueued.forget(queue)
+        self._taken.forget(queue)
 
 
 def delay_bucket(delay_ms: int) -> int:
@@ -142,3 +171,33 @@ async def declare_delay(link: Link, queue: str, delay_ms: int, dead: bool) -> No
         )
 
     await link.declare(key, declare)
+    _note_delay(queue, delay_ms, dead)
+
+
+def _note_delay(queue: str, delay_ms: int, dead: bool) -> None:
+    """Remember a delay queue of ``queue`` until it would have expired unused."""
+    now = time.monotonic()
+    delays = _DELAYS.setdefault(queue, {})
+    for key in [k for k, until in delays.items() if until <= now]:
+        del delays[key]
+    delays[(delay_ms, dead)] = now + (delay_ms + _DELAY_QUEUE_SPARE_MS) / 1000
+
+
+async def delete_queue(link: Link, queue: str) -> None:
+    """Delete ``queue``'s delay queues noted in this process, its work queue and its dead-letter
+    queue, in that order (each feeds the next); a queue that does not exist is fine."""
+    now = time.monotonic()
+    delays = sorted(k for k, until in _DELAYS.get(queue, {}).items() if until > now)
+    names = [delay_queue(queue, delay_ms, dead=dead) for delay_ms, dead in delays]
+    names += [work_queue(queue), dead_letter_queue(queue)]
+    for key in [k for k in link.declared if isinstance(k, tuple) and k[1:2] == (queue,)]:
+        del link.declared[key]  # ("queue", queue) and ("delay", queue, delay_ms, dead)
+    for name in names:
+        channel = await link.control()
+        # Older RabbitMQ versions refuse to delete a missing queue (closing the channel).
+        with (
+            translated(f"deleting queue {name!r}"),
+            contextlib.suppress(aiormq.exceptions.ChannelNotFoundEntity),
+        ):
+            await channel.queue_delete(name, timeout=RPC_TIMEOUT_S)
+    _DELAYS.pop(queue, None)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import sniffio
 
-from llmproto_rabbitmq._declare import Dedup, declare_queue
+from llmproto_rabbitmq._declare import Dedup, declare_queue, delete_queue
 from llmproto_rabbitmq._link import Link
 from llmproto_rabbitmq._mapping import (
     EXCHANGE_CANCEL,
@@ -353,6 +353,23 @@ class RabbitMQTransport:
     async def dead_letters(self, queue: str) -> Consumer:
         """Take the dead letters of ``queue``; each job's ``reason`` says why [AMQP-023]."""
         return await self._consumer(queue, DEAD_LETTER_OPTIONS, dead=True)
+
+    async def delete_queue(self, queue: str) -> None:
+        """Delete ``queue``: its quorum queue, its dead-letter queue and the delay queues this
+        process declared for it (optional operation, spec/transport.md, Work queues).
+
+        A queue that does not exist is fine. This transport's consumers of the queue end first;
+        a consumer of it on another connection is cancelled by the broker and receives nothing
+        more (after a reconnect it declares the queue again), so delete a queue only when
+        nobody consumes it. Delay queues declared by another process stay until they expire
+        (``x-expires``).
+        """
+        validate_queue_name(queue)
+        await self._link.ready()
+        for consumer in [c for c in self._consumers if c.queue == queue]:
+            await consumer.aclose()
+        await delete_queue(self._link, queue)
+        self._dedup.forget(queue)
 
     async def _consumer(self, queue: str, options: QueueOptions, *, dead: bool) -> Consumer:
         validate_queue_name(queue)

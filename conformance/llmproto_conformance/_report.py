@@ -25,6 +25,10 @@ class Report:
     llmp_version: str = LLMP_VERSION
     checks: list[CheckResult] = field(default_factory=list)
     stale_expected_failures: list[str] = field(default_factory=list)  #: listed but passed
+    #: queues the run declared and deleted again at its end (0 when it declared none);
+    #: ``None`` when the binding offers no ``delete_queue``, so they are left on the broker
+    cleaned_queues: int | None = None
+    cleanup_failures: int = 0  #: queues whose deletion failed or ran out of time
 
     def summary(self) -> dict[str, dict[str, int]]:
         """Counts of each outcome per level, plus ``all``."""
@@ -69,4 +73,11 @@ class Report:
             "summary": self.summary(),
             "stale_expected_failures": list(self.stale_expected_failures),
             "checks": [r.to_json() for r in self.checks],
-        }
+        } | self._cleanup_json()
+
+    def _cleanup_json(self) -> dict[str, int]:
+        """The cleanup's members, present only when the run deleted (or tried to delete) its
+        queues, so a report of a binding without ``delete_queue`` is as it always was."""
+        if self.cleaned_queues is None:
+            return {}
+        return {"cleaned_queues": self.cleaned_queues, "cleanup_failures": self.cleanup_failures}

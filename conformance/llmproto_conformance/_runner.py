@@ -8,6 +8,11 @@ opens a second connection and runs the reference testee there, so the transport 
 carries every message between two independent participants; in testee mode the testee is
 somebody else's process. Each check runs under a timeout; its outcome follows from its level
 and what it raised, and a failure keeps the check's wire log.
+
+Every transport of the run comes from the factory wrapped by
+:class:`~llmproto_conformance._cleanup.QueueLog`, which notes the queues the run uses; when the
+run ends, normally or not, those the binding can delete are deleted again (all but the
+testee's queue), and the report says how many.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 import anyio
 
 from llmproto_conformance._catalogue import catalogue
-from llmproto_conformance._context import SUITE_SOURCE, CheckContext
+from llmproto_conformance._cleanup import QueueLog, delete_queues
+from llmproto_conformance._context import SUITE_SOURCE, TESTEE_QUEUE, CheckContext
 from llmproto_conformance._model import (
     Check,
     CheckFailed,
@@ -130,9 +136,31 @@ async def run_suite(
     implementation: str,
     progress: Callable[[CheckResult], None] | None = None,
 ) -> Report:
-    """Run the checks ``plan`` selects; every transport comes from ``open_transport()``."""
+    """Run the checks ``plan`` selects; every transport comes from ``open_transport()``.
+
+    When the run ends, also by an error or a cancellation, the queues it used are deleted if
+    the binding offers ``delete_queue`` (see :mod:`llmproto_conformance._cleanup`).
+    """
     report = Report(transport=transport_label, implementation=implementation,
                     started=now_timestamp())  # fmt: skip
+    log = QueueLog()
+    try:
+        await _run_checks(log.wrap(open_transport), plan, report, progress)
+    finally:
+        queues = [q for q in log.names if q != TESTEE_QUEUE]  # an external testee consumes it
+        cleanup = await delete_queues(open_transport, queues)
+        if cleanup is not None:
+            report.cleaned_queues, report.cleanup_failures = cleanup.deleted, cleanup.failed
+    report.finished = now_timestamp()
+    return report
+
+
+async def _run_checks(
+    open_transport: Callable[[], Transport],
+    plan: RunPlan,
+    report: Report,
+    progress: Callable[[CheckResult], None] | None,
+) -> None:
     checks = select(plan)
     async with AsyncExitStack() as stack:
         if not plan.testee:
@@ -157,5 +185,3 @@ async def run_suite(
             report.checks.append(result)
             if progress is not None:
                 progress(result)
-    report.finished = now_timestamp()
-    return report

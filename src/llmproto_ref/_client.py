@@ -9,6 +9,11 @@ for a call, a memory stream for a stream. A call waits until its deadline at mos
 deadline passes, or the calling task is cancelled, the exchange ends locally (``EXPIRED`` or
 ``CANCELLED``) and whatever arrives later is dropped and counted [TERM-002]. There is no
 lock on the request path: slots are keyed by request id.
+
+One :class:`~llmproto_ref._pool.DeadlineTimer` task serves every deadline instead of a cancel
+scope per call (a scope with a deadline costs more than decoding a reply). It ends an exchange
+whose deadline passed only while somebody waits for it; whoever starts waiting after the
+deadline finds it passed and ends the exchange at once, which is what a scope would have done.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -30,31 +35,40 @@ from llmproto_ref._clock import now_ms, now_us
 from llmproto_ref._codec import decode, encode
 from llmproto_ref._correlation import Correlator, Pending
 from llmproto_ref._deadline import Deadline
-from llmproto_ref._envelope import Envelope, Kind
+from llmproto_ref._envelope import LLMP_VERSION, Envelope, Kind, _plain
 from llmproto_ref._errors import EnvelopeError, ExchangeError, LlmpError, RemoteProtocolError
 from llmproto_ref._exchange import Action, ExchangeKind, Input
-from llmproto_ref._handling import current_request
+from llmproto_ref._handling import Event, Request, current_request
+from llmproto_ref._ids import new_id, now_timestamp
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics, Pattern
+from llmproto_ref._pool import DeadlineTimer
 from llmproto_ref._registry import ErrorCode
 from llmproto_ref._transport import Inbox, Notice, Transport, TransportError
+from llmproto_ref._validate import validate_member
 
 __all__ = ("Client", "JobHandle", "Stream")
 
 _log = logging.getLogger("llmproto_ref.client")
 
 
-@dataclass(slots=True)
 class _CallSlot:
-    done: anyio.Event = field(default_factory=anyio.Event)
-    reply: Envelope | None = None
-    error: LlmpError | None = None
+    """A waiting call's outcome: set ``reply`` or ``error``, then ``done``."""
+
+    __slots__ = ("done", "error", "reply", "waiting")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.reply: Envelope | None = None
+        self.error: LlmpError | None = None
+        self.waiting = False  #: a task awaits the outcome now (the deadline timer may end it)
 
 
 @dataclass(slots=True)
 class _StreamSlot:
     send: MemoryObjectSendStream[Envelope | LlmpError]
     receive: MemoryObjectReceiveStream[Envelope | LlmpError]
+    waiting: bool = False  #: a task awaits the next item now (the deadline timer may end it)
 
 
 def _error_from_reply(reply: Envelope) -> ExchangeError:
@@ -98,12 +112,14 @@ class Client:
         self._slots: dict[str, _CallSlot | _StreamSlot] = {}
         self._inbox: Inbox | None = None
         self._tg: TaskGroup | None = None
+        self._timer = DeadlineTimer(self._expire, self.correlator.__contains__)
 
     async def __aenter__(self) -> Client:
         self._inbox = await self.transport.open_inbox()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._read_replies, self._inbox)
+        self._tg.start_soon(self._timer.run)
         return self
 
     async def __aexit__(
@@ -138,26 +154,63 @@ class Client:
         reply_to: str | None,
         call_us: int,
         members: Mapping[str, Any],
+        parent: Request | Event | None,
     ) -> Envelope:
-        parent = current_request()
-        extra = dict(members)
-        if parent is not None and "causation_id" not in extra:
-            extra["causation_id"] = parent.envelope.id
-        return Envelope.new(
-            kind=Kind.REQUEST,
-            type=type_,
-            source=self.source,
-            reply_to=reply_to,
-            deadline=deadline.to_timestamp(),
-            data=data,
-            timing={"call": call_us, "sent": now_us()},
-            **extra,
-        )
+        if members:  # the application's own members: the validating constructor
+            extra = dict(members)
+            if parent is not None and "causation_id" not in extra:
+                extra["causation_id"] = parent.envelope.id
+            return Envelope.new(
+                kind=Kind.REQUEST,
+                type=type_,
+                source=self.source,
+                reply_to=reply_to,
+                deadline=deadline.to_timestamp(),
+                data=data,
+                timing={"call": call_us, "sent": now_us()},
+                **extra,
+            )
+        built = self._header("request", type_)
+        if parent is not None:
+            built["causation_id"] = parent.envelope.id  # [DL-003]
+        if reply_to is not None:
+            validate_member("reply_to", reply_to)
+            built["reply_to"] = reply_to
+        due = deadline.to_timestamp()
+        validate_member("deadline", due)  # a far-off or negative instant is no timestamp
+        built["deadline"] = due
+        if data is not None:
+            built["data"] = _plain(data)
+        built["timing"] = {"call": call_us, "sent": now_us()}
+        return Envelope._assembled(built)  # noqa: SLF001 - assembled from checked parts
 
-    def _deadline(self, timeout: float | None, deadline: Deadline | None) -> Deadline:
-        """The explicit deadline, else now + timeout, never later than the current handler's."""
+    def _header(self, kind: str, type_: str) -> dict[str, Any]:
+        """The first members of what this client sends, for ``Envelope._assembled``.
+
+        Members go in the constructor's order; what came from the application (``type``,
+        this client's ``source``) is checked as the constructor checks it, the rest is valid
+        by construction. A message with further members of the application's own takes the
+        validating constructor instead.
+        """
+        validate_member("type", type_)
+        validate_member("source", self.source)
+        return {
+            "llmp": LLMP_VERSION,
+            "id": new_id(),
+            "kind": kind,
+            "type": type_,
+            "source": self.source,
+            "time": now_timestamp(),
+        }
+
+    def _deadline(
+        self, timeout: float | None, deadline: Deadline | None, parent: Request | Event | None
+    ) -> Deadline:
+        """The explicit deadline, else now + timeout, never later than the current handler's.
+
+        :param parent: the request or event whose handler runs this call, if any [DL-003].
+        """
         own = deadline or Deadline.after(now_ms(), self.timeout if timeout is None else timeout)
-        parent = current_request()
         return own.earliest(parent.deadline if parent is not None else None)
 
     # -- request-response ----------------------------------------------------------------
@@ -181,20 +234,22 @@ class Client:
         """
         call_us = now_us()
         inbox = self._require_inbox()
-        due = self._deadline(timeout, deadline)
+        parent = current_request()
+        due = self._deadline(timeout, deadline, parent)
         envelope = self._request_envelope(
-            type, data, deadline=due, reply_to=inbox.address, call_us=call_us, members=members
+            type,
+            data,
+            deadline=due,
+            reply_to=inbox.address,
+            call_us=call_us,
+            members=members,
+            parent=parent,
         )
-        return await self._call(envelope, due, _pattern, call_us)
-
-    async def _call(
-        self, envelope: Envelope, due: Deadline, pattern: Pattern, call_us: int
-    ) -> Envelope:
         slot = _CallSlot()
         rid = envelope.id
         self._slots[rid] = slot
-        self.correlator.open(envelope, ExchangeKind.CALL, due)
-        self.metrics.sent(pattern, envelope.type)
+        self._open(envelope, ExchangeKind.CALL, due)
+        self.metrics.sent(_pattern, envelope.type)
         try:
             body = encode(envelope, limits=self.limits)
             await self.transport.send_request(
@@ -202,9 +257,9 @@ class Client:
             )
         except (TransportError, EnvelopeError) as exc:
             self._local(rid, Input.NO_RESPONDERS, exc)  # ends the exchange as failed
-            self.metrics.failed(pattern, envelope.type, str(exc.code))
+            self.metrics.failed(_pattern, envelope.type, str(exc.code))
             raise ExchangeError(exc.code, exc.message) from exc
-        return await self._await_call(rid, slot, due, pattern, envelope.type, call_us=call_us)
+        return await self._await_call(rid, slot, due, _pattern, envelope.type, call_us=call_us)
 
     async def _await_call(
         self,
@@ -216,21 +271,17 @@ class Client:
         *,
         call_us: int,
     ) -> Envelope:
+        if not slot.done.is_set() and due.expired(now_ms()):
+            self._local(rid, Input.DEADLINE, _call_expired(type_))
+        slot.waiting = True
         try:
-            with anyio.move_on_after(due.remaining_ms(now_ms()) / 1000):
-                await slot.done.wait()
+            await slot.done.wait()  # the timer ends the exchange at its deadline
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._cancel_exchange(rid, type_, "the calling task was cancelled")
             raise
-        if not slot.done.is_set():
-            self._local(
-                rid,
-                Input.DEADLINE,
-                ExchangeError(
-                    ErrorCode.DEADLINE_EXCEEDED, f"no reply to {type_} before its deadline"
-                ),
-            )
+        finally:
+            slot.waiting = False
         if slot.error is not None:
             self.metrics.failed(pattern, type_, str(slot.error.code))
             raise slot.error
@@ -262,7 +313,8 @@ class Client:
     async def _open_stream(self, stream: Stream) -> None:
         call_us = now_us()
         inbox = self._require_inbox()
-        due = self._deadline(stream.timeout, stream.deadline_arg)
+        parent = current_request()
+        due = self._deadline(stream.timeout, stream.deadline_arg, parent)
         envelope = self._request_envelope(
             stream.type,
             stream.data,
@@ -270,12 +322,14 @@ class Client:
             reply_to=inbox.address,
             call_us=call_us,
             members=stream.members,
+            parent=parent,
         )
         send, receive = anyio.create_memory_object_stream[Envelope | LlmpError](math.inf)
-        self._slots[envelope.id] = _StreamSlot(send=send, receive=receive)
-        self.correlator.open(envelope, ExchangeKind.STREAM, due)
+        slot = self._slots[envelope.id] = _StreamSlot(send=send, receive=receive)
+        self._open(envelope, ExchangeKind.STREAM, due)
         self.metrics.sent(Pattern.STREAM, envelope.type)
         stream.request, stream.due, stream.receive, stream.call_us = envelope, due, receive, call_us
+        stream.slot = slot
         try:
             await self.transport.send_request(
                 envelope.type,
@@ -311,11 +365,19 @@ class Client:
     async def publish(self, type: str, data: Any = None, **members: Any) -> Envelope:
         """Publish an event; returns the envelope sent."""
         parent = current_request()
-        if parent is not None and "causation_id" not in members:
-            members["causation_id"] = parent.envelope.id  # [EVT-004]
-        envelope = Envelope.new(
-            kind=Kind.EVENT, type=type, source=self.source, data=data, **members
-        )
+        if members:
+            if parent is not None and "causation_id" not in members:
+                members["causation_id"] = parent.envelope.id  # [EVT-004]
+            envelope = Envelope.new(
+                kind=Kind.EVENT, type=type, source=self.source, data=data, **members
+            )
+        else:
+            built = self._header("event", type)
+            if parent is not None:
+                built["causation_id"] = parent.envelope.id  # [EVT-004]
+            if data is not None:
+                built["data"] = _plain(data)
+            envelope = Envelope._assembled(built)  # noqa: SLF001
         await self.transport.publish_event(type, encode(envelope, limits=self.limits))
         return envelope
 
@@ -339,7 +401,8 @@ class Client:
         """
         call_us = now_us()
         inbox = self._require_inbox()
-        due = self._deadline(timeout, deadline)
+        parent = current_request()
+        due = self._deadline(timeout, deadline, parent)
         envelope = self._request_envelope(
             type,
             data,
@@ -347,13 +410,14 @@ class Client:
             reply_to=inbox.address if result else None,
             call_us=call_us,
             members=members,
+            parent=parent,
         )
         self.metrics.sent(Pattern.QUEUE, type)
         rid = envelope.id
         slot = _CallSlot()
         if result:
             self._slots[rid] = slot
-            self.correlator.open(envelope, ExchangeKind.CALL, due)
+            self._open(envelope, ExchangeKind.CALL, due)
         try:
             await self.transport.enqueue(
                 queue, encode(envelope, limits=self.limits), message_id=rid
@@ -364,6 +428,25 @@ class Client:
             self.metrics.failed(Pattern.QUEUE, type, str(exc.code))
             raise ExchangeError(exc.code, exc.message) from exc
         return JobHandle(self, envelope, slot if result else None, due, call_us)
+
+    # -- deadlines -----------------------------------------------------------------------
+
+    def _open(self, request: Envelope, kind: ExchangeKind, due: Deadline) -> None:
+        self.correlator.open(request, kind, due)
+        self._timer.schedule(due.at_ms, request.id)
+
+    def _expire(self, rid: str) -> None:
+        """End ``rid`` for its deadline if a task waits for it (else the waiter will)."""
+        slot = self._slots.get(rid)
+        pending = self.correlator.get(rid)
+        if slot is None or not slot.waiting or pending is None:
+            return
+        error: LlmpError
+        if isinstance(slot, _StreamSlot):
+            error = _stream_expired(pending)
+        else:
+            error = _call_expired(pending.type)
+        self._local(rid, Input.DEADLINE, error)
 
     # -- the reply path ------------------------------------------------------------------
 
@@ -406,7 +489,13 @@ class Client:
             self._fail_slot(rid, slot, routed.error)
             return
         for action, envelope in routed.steps:
-            if action is Action.DROP:
+            if action is Action.DELIVER:  # the common case first
+                if isinstance(slot, _CallSlot):
+                    slot.reply = envelope
+                    slot.done.set()
+                elif isinstance(slot, _StreamSlot):
+                    slot.send.send_nowait(envelope)
+            elif action is Action.DROP:
                 self.metrics.late(_pattern_of(routed.pending), routed.pending.type)
             elif action is Action.PROTOCOL_ERROR:
                 self._fail_slot(
@@ -419,12 +508,6 @@ class Client:
                 )
             elif action is Action.FAIL:
                 self._fail_slot(rid, slot, _error_from_reply(envelope))
-            elif action is Action.DELIVER:
-                if isinstance(slot, _CallSlot):
-                    slot.reply = envelope
-                    slot.done.set()
-                elif isinstance(slot, _StreamSlot):
-                    slot.send.send_nowait(envelope)
         if routed.pending.exchange.terminal:
             closing = self._slots.pop(rid, None)
             if isinstance(closing, _StreamSlot):
@@ -450,6 +533,21 @@ class Client:
                 slot.send.send_nowait(error)
             slot.send.close()
         self._slots.pop(rid, None)
+
+
+def _call_expired(type_: str) -> ExchangeError:
+    return ExchangeError(ErrorCode.DEADLINE_EXCEEDED, f"no reply to {type_} before its deadline")
+
+
+def _stream_expired(pending: Pending) -> LlmpError:
+    """A stream's deadline error: a gap that never closed, else DEADLINE_EXCEEDED [STR-005]."""
+    gap = pending.reassembler
+    if gap is not None and gap.has_gap:
+        return gap.interrupted()
+    return ExchangeError(
+        ErrorCode.DEADLINE_EXCEEDED,
+        f"stream {pending.type} did not finish before its deadline",
+    )
 
 
 def _pattern_of(pending: Pending) -> Pattern:
@@ -482,6 +580,7 @@ class Stream:
         self.request: Envelope | None = None
         self.due: Deadline | None = None
         self.receive: MemoryObjectReceiveStream[Envelope | LlmpError] | None = None
+        self.slot: _StreamSlot | None = None
         self.call_us = 0
         self.result: Envelope | None = None  #: the terminal message once the stream completed
         self.chunks = 0  #: chunks delivered so far
@@ -522,23 +621,26 @@ class Stream:
         :raises ExchangeError: for an error reply or the deadline.
         :raises RemoteProtocolError: ``STREAM_INTERRUPTED`` for a gap that never closed.
         """
-        if self.receive is None or self.due is None:
+        slot = self.slot
+        if self.receive is None or self.due is None or slot is None:
             raise RuntimeError("the stream is not open: use it with 'async with'")
         if self.result is not None:
             raise StopAsyncIteration
         metrics, type_ = self.client.metrics, self.type
         item: Envelope | LlmpError | None = None
-        with anyio.move_on_after(self.due.remaining_ms(now_ms()) / 1000):
+        if not self.due.expired(now_ms()):  # past it, nothing more is taken, as a scope would
+            slot.waiting = True  # the client's timer ends the stream at its deadline
             try:
                 item = await self.receive.receive()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 raise StopAsyncIteration from None
+            finally:
+                slot.waiting = False
         if item is None:
             pending = self.client.correlator.get(self.id)
-            gap = pending.reassembler if pending is not None else None
             error: LlmpError = (
-                gap.interrupted()
-                if gap is not None and gap.has_gap
+                _stream_expired(pending)
+                if pending is not None
                 else ExchangeError(
                     ErrorCode.DEADLINE_EXCEEDED,
                     f"stream {type_} did not finish before its deadline",

@@ -92,9 +92,19 @@ class Correlator:
             else:
                 self.unknown_dropped += 1
             return None
+        exchange = pending.exchange
+        if pending.reassembler is None:  # a call: one reply, one step
+            kind = reply.kind
+            if kind is Kind.CHUNK:
+                action = exchange.handle(Input.FINAL_CHUNK if reply.final else Input.CHUNK)
+            else:
+                action = exchange.handle(_INPUT_BY_KIND[kind])
+            if exchange.terminal:
+                self._end(pending)
+            return Routed(pending=pending, steps=((action, reply),))
         steps: list[tuple[Action, Envelope]] = []
         try:
-            ready = [reply] if pending.reassembler is None else pending.reassembler.push(reply)
+            ready = pending.reassembler.push(reply)
         except RemoteProtocolError as exc:  # a gap the window cannot close [STR-005]
             pending.exchange.handle(Input.ERROR)
             self._end(pending)

@@ -4,11 +4,23 @@ An :class:`Envelope` is an immutable view over its wire members, a ``dict`` that
 exposed for writing. Keeping the members as the wire holds them makes :func:`encode` a single
 ``orjson.dumps`` and :func:`decode` a parse plus a check, with no per-field copying
 (spec/envelope.md explains why the hot path matters).
+
+Theory of operation
+-------------------
+Every envelope is valid: the constructor, :meth:`Envelope.from_members` and
+:meth:`Envelope.replace` validate, and :func:`decode` validates before it wraps. The runtime's
+own builders (a response from a decoded request, a chunk, a request from a client's checked
+arguments) assemble members that are valid by construction and adopt them through
+:meth:`Envelope._assembled` without a second full check; they check one by one only what
+came from the application. ``tests/test_built_envelopes_valid.py`` judges what they build
+with the normative schema, and :data:`VALIDATE_BUILT` (or ``LLMPROTO_VALIDATE_BUILT=1`` in the
+environment) makes :meth:`Envelope._assembled` validate everything again.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +35,9 @@ __all__ = ("LLMP_VERSION", "Envelope", "Kind")
 #: The protocol version this implementation speaks [ENV-010].
 LLMP_VERSION = "1.0"
 
+#: Validate the envelopes the runtime assembles itself as well (a debug and test mode).
+VALIDATE_BUILT = os.environ.get("LLMPROTO_VALIDATE_BUILT", "") not in ("", "0")
+
 
 class Kind(enum.StrEnum):
     """What a message is (spec/envelope.md section kind) [ENV-013]."""
@@ -36,6 +51,7 @@ class Kind(enum.StrEnum):
 
 
 _KINDS = {k.value: k for k in Kind}
+_new_object = object.__new__
 
 
 class Envelope:
@@ -164,8 +180,20 @@ class Envelope:
     @classmethod
     def _wrap(cls, members: dict[str, Any]) -> Envelope:
         """Adopt already validated members without copying (the decode path)."""
-        envelope = object.__new__(cls)
-        object.__setattr__(envelope, "_members", members)
+        envelope = _new_object(cls)
+        _set_members(envelope, members)
+        return envelope
+
+    @classmethod
+    def _assembled(cls, members: dict[str, Any]) -> Envelope:
+        """Adopt members a runtime builder assembled from valid parts (see the module notes).
+
+        :raises EnvelopeError: only with :data:`VALIDATE_BUILT`, if the builder erred.
+        """
+        if VALIDATE_BUILT:
+            validate_members(members)
+        envelope = _new_object(cls)
+        _set_members(envelope, members)
         return envelope
 
     def replace(self, **changes: Any) -> Envelope:
@@ -363,3 +391,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+_set_members = vars(Envelope)["_members"].__set__  # the slot's setter: adoption in one call

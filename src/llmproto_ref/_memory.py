@@ -28,7 +28,9 @@ unrelated. Work queues are created by the first enqueue, consume or dead_letters
 first consumer's ``lease_ms`` and ``max_deliveries`` become the queue's and later consumers'
 values for those are ignored (``prefetch`` is per consumer). Closing a consumer (or the
 transport that opened it) returns its unsettled jobs to the queue at once, never to the
-dead-letter queue; their delivery still counts.
+dead-letter queue; their delivery still counts. :meth:`MemoryTransport.delete_queue` removes
+a queue with its dead letters: consumers still open on either end, and the broker's counters
+keep what the queue counted.
 
 A broker serves one event loop at a time and is not thread-safe.
 """
@@ -68,6 +70,8 @@ __all__ = ("BrokerStats", "MemoryBroker", "MemoryTransport")
 DEFAULT_MAX_PAYLOAD = 1_048_576 + 65_536
 
 _Route = Literal["request", "cancel", "event", "inbox"]
+#: The counters of :class:`BrokerStats` that work queues keep.
+_QUEUE_COUNTERS = ("stale_settles", "duplicates", "expired_leases", "dead_lettered")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +161,7 @@ class MemoryBroker:
         self._turns: dict[tuple[_Route, str], itertools.count[int]] = {}
         self._undeliverable = 0
         self._dropped_on_close = 0
+        self._retired = dict.fromkeys(_QUEUE_COUNTERS, 0)  # counted by queues since deleted
 
     @classmethod
     def named(cls, name: str) -> MemoryBroker:
@@ -181,16 +186,18 @@ class MemoryBroker:
     @property
     def stats(self) -> BrokerStats:
         """The counters so far."""
-        queues = [*self._queues.values()]
-        queues += [q.dead for q in queues if q.dead is not None]
+        counts = self._queue_counts([*self._queues.values()])
         return BrokerStats(
             undeliverable=self._undeliverable,
             dropped_on_close=self._dropped_on_close,
-            stale_settles=sum(q.stale_settles for q in queues),
-            duplicates=sum(q.duplicates for q in queues),
-            expired_leases=sum(q.expired_leases for q in queues),
-            dead_lettered=sum(q.dead_lettered for q in queues),
+            **{name: self._retired[name] + counts[name] for name in _QUEUE_COUNTERS},
         )
+
+    @staticmethod
+    def _queue_counts(queues: list[_WorkQueue]) -> dict[str, int]:
+        """The work-queue counters of ``queues`` and their dead-letter queues, summed."""
+        queues = queues + [q.dead for q in queues if q.dead is not None]
+        return {name: sum(getattr(q, name) for q in queues) for name in _QUEUE_COUNTERS}
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -266,6 +273,20 @@ class MemoryBroker:
         if queue is None:
             queue = self._queues[name] = _WorkQueue(name)
         return queue
+
+    @property
+    def queue_names(self) -> frozenset[str]:
+        """The names of the work queues that exist now."""
+        return frozenset(self._queues)
+
+    def delete_queue(self, name: str) -> None:
+        """Remove the work queue ``name`` and its dead letters, if it exists; its consumers end."""
+        queue = self._queues.pop(name, None)
+        if queue is None:
+            return
+        for counter, count in self._queue_counts([queue]).items():
+            self._retired[counter] += count
+        queue.delete()
 
 
 class MemoryTransport:
@@ -465,6 +486,21 @@ class MemoryTransport:
         if dead is None:  # pragma: no cover - broker.queue() only makes ordinary queues
             raise TransportError(ErrorCode.INTERNAL, f"queue {queue!r} has no dead-letter queue")
         return self._consumer(dead, DEAD_LETTER_OPTIONS.prefetch)
+
+    async def delete_queue(self, queue: str) -> None:
+        """Remove ``queue`` and its dead-letter queue with every job in them (spec/transport.md,
+        Work queues: an optional operation).
+
+        Consumers still open on either queue end (their iteration stops), and a settle of one
+        of their deliveries is stale. A queue that does not exist is not an error; the next
+        enqueue, consume or dead_letters call creates the queue afresh.
+
+        :raises TransportError: ``INVALID_PARAMS`` for a malformed name, ``UNAVAILABLE`` when
+            the transport is not open.
+        """
+        validate_queue_name(queue)
+        broker = await self._open_broker()
+        broker.delete_queue(queue)
 
     def _consumer(self, queue: _WorkQueue, prefetch: int) -> _Consumer:
         consumer = _Consumer(queue, prefetch, self._consumers.discard)

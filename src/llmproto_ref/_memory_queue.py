@@ -17,6 +17,9 @@ counted in ``stale_settles``, so a late worker can neither crash nor settle the 
 A settle after the lease deadline is stale even if nobody has taken the job again yet: the
 lease is the only clock that decides.
 
+Deleting a queue (:meth:`_WorkQueue.delete`) drops its jobs and those of its dead-letter queue
+and marks both deleted: their consumers end, and a settle of one of their deliveries is stale.
+
 Times are :func:`time.monotonic` seconds (independent of any event loop's clock).
 """
 
@@ -83,6 +86,7 @@ class _WorkQueue:
         self.seen: dict[str, float] = {}  # message_id -> end of its dedup window
         self.waiters: set[anyio.Event] = set()
         self.dead: _WorkQueue | None = None if dead_letter else _WorkQueue(name, source=self)
+        self.deleted = False  # set by delete: its consumers end
         # counters, summed into BrokerStats
         self.stale_settles = 0
         self.duplicates = 0
@@ -95,6 +99,19 @@ class _WorkQueue:
             self.configured = True
             self.lease_s = options.lease_ms / 1000
             self.max_deliveries = options.max_deliveries
+
+    def delete(self) -> None:
+        """Drop every job of this queue and of its dead-letter queue; end their consumers."""
+        for queue in (self, self.dead):
+            if queue is None:
+                continue
+            queue.deleted = True
+            queue.ready.clear()
+            queue.delayed.clear()
+            queue.leases.clear()
+            queue.lease_heap.clear()
+            queue.seen.clear()
+            queue.notify()
 
     # -- storing ---------------------------------------------------------------------------
 
@@ -307,7 +324,7 @@ class _Consumer:
     async def __anext__(self) -> Job:
         await anyio.lowlevel.checkpoint()
         queue = self._queue
-        while not self.closed:
+        while not self.closed and not queue.deleted:
             now = time.monotonic()
             queue.sweep(now)
             if self.held < self._prefetch and (job := queue.take(self, now)) is not None:

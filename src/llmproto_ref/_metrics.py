@@ -6,12 +6,15 @@ there until the handler finished; the stamps travel in the envelope's ``timing``
 (``call``, ``sent``, ``received``, ``handled``, microseconds since the epoch) [MET-001]. Tt mixes
 two clocks, so it is only as good as their synchronisation (exact on one machine).
 η is the share of sent requests (or received events) that ended successfully [MET-002].
-Samples are kept in bounded reservoirs, so memory does not grow with traffic.
+Samples are kept in bounded reservoirs, so memory does not grow with traffic. A full reservoir
+draws how many samples to pass over before the next one it keeps (Li's Algorithm L), so most
+samples cost a comparison, not a random number; what is kept is a uniform sample as before.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,14 +50,32 @@ class _Reservoir:
     samples: list[float] = field(default_factory=list)
     seen: int = 0
 
+    weight: float = 1.0  #: Algorithm L's running weight W
+    keep_at: int = 1  #: the value of ``seen`` whose sample is kept next (each one until full)
+
     def add(self, value: float, rng: random.Random) -> None:
+        """Count one sample; callers on the hot path inline this test and call :meth:`keep`."""
         self.seen += 1
+        if self.seen >= self.keep_at:
+            self.keep(value, rng)
+
+    def keep(self, value: float, rng: random.Random) -> None:
+        """Keep the sample just counted: append it, or replace a kept one at random."""
         if len(self.samples) < _RESERVOIR:
             self.samples.append(value)
+            if len(self.samples) < _RESERVOIR:
+                self.keep_at = self.seen + 1
+                return
         else:
-            slot = rng.randrange(self.seen)
-            if slot < _RESERVOIR:
-                self.samples[slot] = value
+            self.samples[int(rng.random() * _RESERVOIR)] = value
+        self._skip(rng)
+
+    def _skip(self, rng: random.Random) -> None:
+        self.weight *= math.exp(math.log(1.0 - rng.random()) / _RESERVOIR)
+        gap = 0
+        if self.weight < 1.0:
+            gap = int(math.log(1.0 - rng.random()) / math.log1p(-self.weight))
+        self.keep_at = self.seen + gap + 1
 
 
 @dataclass(slots=True)
@@ -125,7 +146,10 @@ class Metrics:
         fig = self.figures(pattern, type_)
         fig.succeeded += 1
         if latency_ms is not None:
-            fig.latency_ms.add(latency_ms, self._rng)
+            kept = fig.latency_ms
+            kept.seen += 1
+            if kept.seen >= kept.keep_at:  # _Reservoir.add, inline: most samples are passed over
+                kept.keep(latency_ms, self._rng)
         if timing:
             self._split(fig, timing)
 
@@ -142,11 +166,20 @@ class Metrics:
         call, sent = timing.get("call"), timing.get("sent")
         received, handled = timing.get("received"), timing.get("handled")
         if call is not None and sent is not None:
-            fig.ts_ms.add((sent - call) / 1000, self._rng)
+            kept = fig.ts_ms
+            kept.seen += 1
+            if kept.seen >= kept.keep_at:
+                kept.keep((sent - call) / 1000, self._rng)
         if sent is not None and received is not None:
-            fig.tt_ms.add((received - sent) / 1000, self._rng)
+            kept = fig.tt_ms
+            kept.seen += 1
+            if kept.seen >= kept.keep_at:
+                kept.keep((received - sent) / 1000, self._rng)
         if received is not None and handled is not None:
-            fig.tr_ms.add((handled - received) / 1000, self._rng)
+            kept = fig.tr_ms
+            kept.seen += 1
+            if kept.seen >= kept.keep_at:
+                kept.keep((handled - received) / 1000, self._rng)
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``{pattern: {type: summary}}`` plus a ``"*"`` total per pattern."""

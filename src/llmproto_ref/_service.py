@@ -37,6 +37,7 @@ from llmproto_ref._transport import (
     QueueOptions,
     Subscription,
     Transport,
+    pattern_matches,
     validate_pattern,
     validate_queue_name,
 )
@@ -189,8 +190,6 @@ class Service:
 
     def registration(self, type_: str) -> Registration | None:
         """The request handler serving ``type_``."""
-        from llmproto_ref._transport import pattern_matches
-
         found = self._handlers.get(type_)
         if found is not None:
             return found
@@ -204,6 +203,9 @@ class Service:
     async def __aenter__(self) -> Service:
         self._work = anyio.create_task_group()
         await self._work.__aenter__()
+        self._work.start_soon(self._serving.timer.run)  # handlers' deadlines [DL-004]
+        for reg in self._workers:  # leases are extended until the last job ends [WQ-005]
+            self._work.start_soon(self._serving.lease_keeper(reg).run)
         await self._pool.__aenter__()
         self._intake = anyio.create_task_group()
         await self._intake.__aenter__()
@@ -239,6 +241,7 @@ class Service:
             await self._pool.wait_drained(self.grace)
         self._serving.stop_all()
         await self._pool.__aexit__(None, None, None)
+        self._work.cancel_scope.cancel()  # the deadline timer: no handler is left
         await self._work.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True):
             for closable in self._closing:

@@ -2,9 +2,13 @@
 
 Every request runs through a responder :class:`Exchange` (the ``serve`` table): the table
 decides whether a response, a chunk, the final chunk or an error goes out, and the code
-below performs the action. A handler runs inside one cancel scope whose deadline is the
-request's [DL-004]; a cancel, the deadline and shutdown all cancel that scope, and the
-recorded reason picks the input the table gets. Work-queue jobs take the same path with two
+below performs the action. A handler runs inside one cancel scope that the service's
+:class:`~llmproto_ref._pool.DeadlineTimer` cancels when the request's deadline passes [DL-004]
+(one timer for every handler: a scope with a deadline of its own costs twice a plain one); a
+cancel, the deadline and shutdown all cancel that scope, and the recorded reason picks the
+input the table gets. On a pool task that scope is the task's :class:`~llmproto_ref._pool.JobScope`
+(entering a scope per request costs more than decoding it): the handler's stop is caught here,
+and the rest of the job runs shielded. Work-queue jobs take the same path with two
 differences: a retryable failure is not answered but redelivered, until the last delivery,
 which is answered with ``DEAD_LETTERED`` [WQ-004]; and the job is acked only after its
 outcome was sent [WQ-003].
@@ -17,6 +21,7 @@ import inspect
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Generator, Mapping
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -31,8 +36,10 @@ from llmproto_ref._handling import Event, Final, Request, enter_request, leave_r
 from llmproto_ref._idempotency import Claim, request_digest
 from llmproto_ref._limits import Limits
 from llmproto_ref._metrics import Pattern
+from llmproto_ref._pool import DeadlineTimer, LeaseKeeper, current_job_scope
 from llmproto_ref._registry import ErrorCode
 from llmproto_ref._replies import (
+    chunk,
     error_reply,
     is_error_kind,
     rejection_reply,
@@ -64,6 +71,7 @@ class Running:
     shutdown: bool = False  #: the service stopped it at shutdown
     chunks: int = 0  #: chunks sent so far, the next ``seq``
     sent: list[Any] | None = None  #: the chunks' data, kept for idempotent replay
+    ended: bool = False  #: the handler returned (its deadline no longer matters)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -76,7 +84,7 @@ class _Outcome:
     chunks: list[Any] | None = None  #: data of the chunks sent before the terminal reply
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Attempt:
     """How one execution answers failures (requests: always; queue jobs: see WQ-004)."""
 
@@ -96,6 +104,9 @@ class Serving:
         self.limits = limits
         self.understood = understood
         self.running: dict[str, Running] = {}
+        #: cancels a handler's scope when its request's deadline passes; the service runs it
+        self.timer: DeadlineTimer[Running] = DeadlineTimer(_deadline_passed, _still_running)
+        self._keepers: dict[int, LeaseKeeper] = {}  #: by id() of the worker's Registration
         self._finished: OrderedDict[str, None] = OrderedDict()  #: recently ended request ids
         self._early_cancels: OrderedDict[str, None] = OrderedDict()  #: cancelled before start
 
@@ -289,10 +300,15 @@ class Serving:
                 request, attempt, ExchangeError(ErrorCode.CANCELLED, "cancelled before it started")
             )
             return _Outcome(reply=reply, forget_key=True)
-        scope = anyio.CancelScope()
-        if deadline is not None:
-            scope.deadline = anyio.current_time() + deadline.remaining_ms(now_ms()) / 1000
+        shared = current_job_scope()
+        claimed = shared.claim() if shared is not None else None
+        scope = anyio.CancelScope() if claimed is None else claimed  # a pool task: entered
         running = Running(exchange=exchange, scope=scope, sent=[] if record else None)
+        if deadline is not None:
+            if deadline.expired(now_ms()):
+                scope.cancel()  # what a scope whose deadline has passed does on entry
+            else:
+                self.timer.schedule(deadline.at_ms, running)
         self.running[request.id] = running
         context = Request(
             envelope=request, deadline=deadline, delivery_count=attempt.delivery_count
@@ -302,8 +318,9 @@ class Serving:
         value: Any = None
         failure: LlmpError | None = None
         try:
-            with scope:
-                value = await self._call_handler(reg, context, running, attempt.reply_to)
+            value = await self._in_scope(
+                reg, context, running, attempt.reply_to, own=claimed is None
+            )
         except LlmpError as exc:
             failure = exc
         except Exception as exc:  # noqa: BLE001 - a handler bug must not crash the service
@@ -315,10 +332,13 @@ class Serving:
             )
         finally:
             leave_request(token)
+            running.ended = True
             self.running.pop(request.id, None)
             _remember(self._finished, request.id)
         seq = running.chunks if reg.streaming else None
         if scope.cancel_called:
+            if shared is not None and claimed is not None:
+                shared.shield()  # the pool task's scope stays cancelled until this job ends
             return await self._stopped(request, running, attempt, seq)
         if failure is not None:
             failed = await self._failed(request, exchange, attempt, failure, seq)
@@ -330,6 +350,31 @@ class Serving:
         outcome.chunks = running.sent
         return outcome
 
+    async def _in_scope(
+        self,
+        reg: Registration,
+        context: Request,
+        running: Running,
+        reply_to: str | None,
+        *,
+        own: bool,
+    ) -> Any:
+        """The handler's value, run in ``running.scope``; ``None`` when the scope stopped it.
+
+        :param own: enter the scope here; else it is the pool task's, entered already.
+        """
+        scope = running.scope
+        if own:
+            with scope:
+                return await self._call_handler(reg, context, running, reply_to)
+            return None  # the scope caught its own stop
+        try:
+            return await self._call_handler(reg, context, running, reply_to)
+        except anyio.get_cancelled_exc_class():
+            if not scope.cancel_called:
+                raise  # not this handler's stop: the task itself is being cancelled
+            return None
+
     async def _call_handler(
         self, reg: Registration, context: Request, running: Running, reply_to: str | None
     ) -> Any:
@@ -338,7 +383,7 @@ class Serving:
         if reg.thread:
             return await anyio.to_thread.run_sync(reg.function, context, abandon_on_cancel=True)
         value = reg.function(context)
-        if inspect.isawaitable(value):
+        if type(value) is CoroutineType or inspect.isawaitable(value):
             value = await value
         return value
 
@@ -397,11 +442,9 @@ class Serving:
         try:
             if action is Action.SEND_FINAL or reg.streaming:
                 done = final or Final()
-                reply = Envelope.new(
-                    kind=Kind.CHUNK,
-                    type=request.type,
+                reply = chunk(
+                    request,
                     source=self.service.source,
-                    correlation_id=request.id,
                     seq=running.chunks,
                     final=True,
                     data=done.data,
@@ -466,15 +509,8 @@ class Serving:
             if isinstance(item, Final):
                 return item
             running.exchange.handle(Input.YIELD)
-            chunk = Envelope.new(
-                kind=Kind.CHUNK,
-                type=request.type,
-                source=self.service.source,
-                correlation_id=request.id,
-                seq=running.chunks,
-                data=item,
-            )
-            if not await self._send(reply_to, chunk):
+            piece = chunk(request, source=self.service.source, seq=running.chunks, data=item)
+            if not await self._send(reply_to, piece):
                 raise ExchangeError(ErrorCode.INTERNAL, "a chunk is not JSON or too large")
             running.chunks += 1  # only a chunk that went out takes a seq [STR-002]
             if running.sent is not None:
@@ -517,10 +553,11 @@ class Serving:
             svc.stats.dropped += 1
             return
         svc.metrics.sent(Pattern.EVENT, event.type)
-        if event.deadline is not None and Deadline.from_timestamp(event.deadline).expired(now_ms()):
+        due = event.deadline
+        deadline = Deadline.from_timestamp(due) if due is not None else None
+        if deadline is not None and deadline.expired(now_ms()):
             svc.metrics.failed(Pattern.EVENT, event.type, str(ErrorCode.DEADLINE_EXCEEDED))
             return
-        deadline = Deadline.from_timestamp(event.deadline) if event.deadline else None
         context = Event(envelope=event, deadline=deadline)
         token = enter_request(context)  # downstream calls inherit deadline and cause [DL-003]
         try:
@@ -541,6 +578,13 @@ class Serving:
         svc.metrics.succeeded(Pattern.EVENT, event.type)
 
     # -- work-queue jobs -------------------------------------------------------------
+
+    def lease_keeper(self, reg: Registration) -> LeaseKeeper:
+        """The keeper of ``reg``'s job leases; the service runs its task [WQ-005]."""
+        keeper = self._keepers.get(id(reg))
+        if keeper is None:
+            keeper = self._keepers[id(reg)] = LeaseKeeper(reg.options.lease_ms)
+        return keeper
 
     async def on_job(self, reg: Registration, job: Job, received_us: int) -> None:
         """Handle one job; settle it only after its outcome is decided and sent [WQ-003]."""
@@ -576,8 +620,12 @@ class Serving:
             svc.stats.dead_lettered += 1
             await job.terminate(reason="expired")
             return
-        async with _LeaseKeeper(job, reg.options.lease_ms):
+        keeper = self.lease_keeper(reg)
+        lease = keeper.hold(job)
+        try:
             outcome = await self._execute(request, attempt, reg)
+        finally:
+            await keeper.release(lease)
         if outcome.shutdown:
             return  # never ack work the shutdown stopped: the broker delivers it again [WQ-008]
         if outcome.in_progress:
@@ -594,6 +642,14 @@ class Serving:
 _REMEMBERED = 4096
 
 
+def _deadline_passed(running: Running) -> None:
+    running.scope.cancel()  # running.cancelled stays False: the table gets DEADLINE
+
+
+def _still_running(running: Running) -> bool:
+    return not running.ended
+
+
 def _remember(ids: OrderedDict[str, None], rid: str) -> None:
     """Keep ``rid`` in a bounded, oldest-out record."""
     ids[rid] = None
@@ -608,31 +664,6 @@ def _article(word: str) -> str:
 def _backoff_ms(delivery_count: int) -> int:
     """Redelivery delay after a failure: 100 ms, 200 ms, 400 ms ... at most 10 s."""
     return int(min(10_000, 100 * 2 ** max(0, delivery_count - 1)))
-
-
-class _LeaseKeeper:
-    """Extends a job's lease every third of it while the handler runs [WQ-005]."""
-
-    def __init__(self, job: Job, lease_ms: int) -> None:
-        self._job = job
-        self._period = max(0.01, lease_ms / 3000)
-        self._tg = anyio.create_task_group()
-
-    async def __aenter__(self) -> None:
-        await self._tg.__aenter__()
-        self._tg.start_soon(self._beat)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-
-    async def _beat(self) -> None:
-        while True:
-            await anyio.sleep(self._period)
-            try:
-                await self._job.extend_lease()
-            except TransportError:
-                return
 
 
 async def _threaded(generator: Generator[Any, None, None]) -> AsyncGenerator[Any, None]:

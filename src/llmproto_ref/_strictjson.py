@@ -11,8 +11,9 @@ structural colon in the input; every other colon sits inside a string. ``orjson.
 parsed value writes one colon per *kept* member and the string colons unchanged, so the two
 counts are equal exactly when no member was dropped, unless a string spelled a colon as an
 escape (``\\u003a``), which the input shows as ``\\u003``: only then do we take the slow path,
-a stdlib parse whose hook sees every member. The depth check is skipped when the input holds
-fewer brackets than the limit, which is almost always.
+a stdlib parse whose hook sees every member. When the re-encoded bytes equal the input (what
+an ``orjson`` sender writes) the counts are equal without counting. The depth check is skipped
+when the input holds fewer brackets than the limit, which is almost always.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def read_json(raw: bytes, limits: Limits) -> Any:
         raise _syntax_error(raw, str(exc)) from None
     if raw.count(b"{") + raw.count(b"[") > limits.max_depth:
         _check_depth(value, limits.max_depth)
-    if raw.count(b":") != orjson.dumps(value).count(b":") or (
+    again = orjson.dumps(value)
+    # The same bytes again have the same colons; orjson peers send exactly these bytes.
+    if (again != raw and raw.count(b":") != again.count(b":")) or (
         b"\\" in raw and _ESCAPED_COLON_HINT in raw
     ):
         _find_duplicate(raw)

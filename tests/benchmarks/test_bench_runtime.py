@@ -2,7 +2,8 @@
 
 Each benchmark round runs a fresh event loop with a batch of round trips, so the figures are
 per batch; divide by the batch size for one round trip. The raw baseline is an anyio memory
-object stream echo: the least an in-process request-response can cost. Measure with::
+object stream echo: the least an in-process request-response can cost (for streams and events,
+bytes through one memory object stream). Measure with::
 
     pytest tests/benchmarks/test_bench_runtime.py --benchmark-enable --benchmark-only
 
@@ -21,11 +22,13 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from llmproto_ref import Client, Final, MemoryTransport, Request, Service
+from llmproto_ref import Client, Event, Final, MemoryTransport, Request, Service
 
 BATCH = 256
 IN_FLIGHT = 64
+JOBS_IN_FLIGHT = 16
 CHUNKS = 256
+EVENTS = 256
 PAYLOAD = {"city": "Paris", "units": "metric", "note": "x" * 150}  # ~200 bytes of JSON
 
 _names = itertools.count()
@@ -111,6 +114,64 @@ async def _llmproto_stream() -> None:
                 pass
 
 
+async def _raw_events() -> None:
+    """Raw anyio: events as bytes through one memory stream to one subscriber task."""
+    send, receive = anyio.create_memory_object_stream[bytes](math.inf)
+
+    async def subscriber() -> None:
+        async with receive:
+            async for _ in receive:
+                pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(subscriber)
+        async with send:
+            for _ in range(EVENTS):
+                await anyio.lowlevel.checkpoint()
+                send.send_nowait(b"x" * 200)
+
+
+async def _llmproto_events() -> None:
+    name = f"bench-events-{next(_names)}"
+    async with MemoryTransport(name) as server_side, MemoryTransport(name) as client_side:
+        service = Service(server_side, name="bench")
+        handled = 0
+        all_handled = anyio.Event()
+
+        @service.on_event("weather.changed")
+        async def changed(event: Event) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == EVENTS:
+                all_handled.set()
+
+        async with service, Client(client_side, source="llmp://bench") as client:
+            for _ in range(EVENTS):
+                await client.publish("weather.changed", PAYLOAD)
+            await all_handled.wait()
+
+
+async def _llmproto_jobs(in_flight: int) -> None:
+    name = f"bench-jobs-{next(_names)}"
+    async with MemoryTransport(name) as server_side, MemoryTransport(name) as client_side:
+        service = Service(server_side, name="bench")
+
+        @service.worker("bench-jobs", concurrency=in_flight)
+        async def work(request: Request) -> Any:
+            return request.data
+
+        async with service, Client(client_side, source="llmp://bench") as client:
+
+            async def submitter(count: int) -> None:
+                for _ in range(count):
+                    job = await client.submit("bench-jobs", "weather.get", PAYLOAD)
+                    await job.result()
+
+            async with anyio.create_task_group() as submitters:
+                for _ in range(in_flight):
+                    submitters.start_soon(submitter, BATCH // in_flight)
+
+
 def _run(benchmark: Any, job: Callable[[], Awaitable[None]]) -> None:
     benchmark.pedantic(lambda: anyio.run(job), rounds=5, iterations=1, warmup_rounds=1)
 
@@ -149,3 +210,27 @@ def test_raw_anyio_stream(benchmark: Any) -> None:
 def test_llmproto_stream(benchmark: Any) -> None:
     """Client.stream of 256 chunks from a Service on memory://."""
     _run(benchmark, _llmproto_stream)
+
+
+@pytest.mark.benchmark(group="events (256 published and handled)")
+def test_raw_anyio_events(benchmark: Any) -> None:
+    """Raw anyio: 256 events through one memory stream."""
+    _run(benchmark, _raw_events)
+
+
+@pytest.mark.benchmark(group="events (256 published and handled)")
+def test_llmproto_events(benchmark: Any) -> None:
+    """Client.publish of 256 events to a Service's event handler on memory://."""
+    _run(benchmark, _llmproto_events)
+
+
+@pytest.mark.benchmark(group="work queue, 16 in flight (256 jobs)")
+def test_raw_anyio_echo_16(benchmark: Any) -> None:
+    """Raw anyio echo, 16 callers at once (the queue group's baseline)."""
+    _run(benchmark, lambda: _raw_echo(JOBS_IN_FLIGHT))
+
+
+@pytest.mark.benchmark(group="work queue, 16 in flight (256 jobs)")
+def test_llmproto_jobs_16(benchmark: Any) -> None:
+    """Client.submit and JobHandle.result against a 16-job worker on memory://."""
+    _run(benchmark, lambda: _llmproto_jobs(JOBS_IN_FLIGHT))
