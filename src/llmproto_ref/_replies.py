@@ -23,7 +23,15 @@ from llmproto_ref._ids import new_id, now_timestamp
 from llmproto_ref._registry import ErrorCode
 from llmproto_ref._validate import validate_member
 
-__all__ = ("chunk", "error_reply", "is_error_kind", "rejection_reply", "reply_timing", "response")
+__all__ = (
+    "chunk",
+    "error_reply",
+    "member_reply_to",
+    "peek",
+    "rejection_reply",
+    "reply_timing",
+    "response",
+)
 
 #: ``type`` of an error reply to a message whose own ``type`` could not be read [ENV-036].
 UNREADABLE_TYPE = "llmp.error"
@@ -162,41 +170,60 @@ def error_reply(
     )
 
 
-def rejection_reply(raw: bytes, error: EnvelopeError, *, source: str) -> Envelope:
+def peek(raw: bytes, error: EnvelopeError) -> dict[str, Any] | None:
+    """The top-level object of bytes that did not decode, read once and best-effort.
+
+    ``None`` when the bytes are not a JSON object, or when they were refused for their size:
+    an oversize body is never parsed [ENV-005].
+    """
+    if error.code is ErrorCode.PAYLOAD_TOO_LARGE:
+        return None
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def member_reply_to(parsed: dict[str, Any] | None) -> str | None:
+    """The ``reply_to`` member of a rejected message, when it is itself valid [ENV-036]."""
+    if parsed is None:
+        return None
+    value = parsed.get("reply_to")
+    try:
+        validate_member("reply_to", value)
+    except EnvelopeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def rejection_reply(
+    raw: bytes, error: EnvelopeError, *, source: str, parsed: dict[str, Any] | None = None
+) -> Envelope:
     """The ``error`` reply for bytes that did not decode, naming what it can of them.
 
     The rejected message's ``id`` and ``type`` are read best-effort so the requester can
     correlate the rejection; where they cannot be read the reply has no ``correlation_id`` and
     the type ``llmp.error`` [ENV-036].
+
+    :param parsed: the bytes as :func:`peek` read them, so they are parsed once.
     """
     rid: str | None = None
     type_ = UNREADABLE_TYPE
-    if error.code is not ErrorCode.PAYLOAD_TOO_LARGE:
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            candidate_id, candidate_type = parsed.get("id"), parsed.get("type")
-            if isinstance(candidate_id, str) and _IDENTIFIER.search(candidate_id):
-                rid = candidate_id
-            if (
-                isinstance(candidate_type, str)
-                and len(candidate_type) <= 255
-                and _TYPE.search(candidate_type)
-            ):
-                type_ = candidate_type
+    if parsed is None:
+        parsed = peek(raw, error)
+    if parsed is not None:
+        candidate_id, candidate_type = parsed.get("id"), parsed.get("type")
+        if isinstance(candidate_id, str) and _IDENTIFIER.search(candidate_id):
+            rid = candidate_id
+        if (
+            isinstance(candidate_type, str)
+            and len(candidate_type) <= 255
+            and _TYPE.search(candidate_type)
+        ):
+            type_ = candidate_type
     obj = ExchangeError(error.code, error.message).to_error_object(origin=source)
     obj["details"] = [error.detail()]
     if error.code is ErrorCode.UNSUPPORTED_VERSION:
         obj["details"].append({"type": "llmp.versions", "supported": [LLMP_VERSION]})  # [VER-003]
     return Envelope.new(kind=Kind.ERROR, type=type_, source=source, correlation_id=rid, error=obj)
-
-
-def is_error_kind(raw: bytes) -> bool:
-    """Whether undecodable bytes still read as an ``error`` (never answered [ENV-036])."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(parsed, dict) and parsed.get("kind") == "error"

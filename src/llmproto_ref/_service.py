@@ -283,25 +283,39 @@ class Service:
             await self._pool.submit(functools.partial(on_event, reg, delivery))
 
     async def _take_jobs(self, reg: Registration, consumer: Consumer) -> None:
+        """One taker per handler slot: each waits for a job only while it holds a free slot
+        [WQ-006], so a binding sees as many readers as the worker can start jobs, and can
+        fetch (or grant credit for) that many at once instead of one at a time.
+
+        An async generator cannot be awaited by two tasks at once, so a consumer whose
+        iterator is one is read by a single taker (spec/transport.md, Work queues).
+        """
         self._closing.append(consumer)
         slots = anyio.Semaphore(reg.concurrency)
         iterator = consumer.__aiter__()
-        while True:
-            await slots.acquire()  # take a job only when a slot is free [WQ-006]
-            try:
-                job = await iterator.__anext__()
-            except StopAsyncIteration:
-                slots.release()
-                return
-            except BaseException:
-                slots.release()
-                raise
-            received = now_us()
+        readers = 1 if inspect.isasyncgen(iterator) else reg.concurrency
 
-            async def handle(j: Any = job, r: int = received) -> None:
+        async def taker() -> None:
+            while True:
+                await slots.acquire()  # take a job only when a slot is free [WQ-006]
                 try:
-                    await self._serving.on_job(reg, j, r)
-                finally:
+                    job = await iterator.__anext__()
+                except StopAsyncIteration:
                     slots.release()
+                    return
+                except BaseException:
+                    slots.release()
+                    raise
+                received = now_us()
 
-            await self._pool.submit(handle)
+                async def handle(j: Any = job, r: int = received) -> None:
+                    try:
+                        await self._serving.on_job(reg, j, r)
+                    finally:
+                        slots.release()
+
+                await self._pool.submit(handle)
+
+        async with anyio.create_task_group() as takers:
+            for _ in range(readers):
+                takers.start_soon(taker)

@@ -41,7 +41,8 @@ from llmproto_ref._registry import ErrorCode
 from llmproto_ref._replies import (
     chunk,
     error_reply,
-    is_error_kind,
+    member_reply_to,
+    peek,
     rejection_reply,
     reply_timing,
     response,
@@ -135,14 +136,17 @@ class Serving:
         return reply
 
     async def _reject(self, delivery: Delivery, error: EnvelopeError) -> None:
-        """Answer bytes that did not decode, when they came with a reply address [ENV-036]."""
+        """Answer bytes that did not decode, when a reply address can be read [ENV-036]:
+        the binding's native one, else a ``reply_to`` member that is itself valid."""
         self.service.record_rejection(error)
-        if delivery.reply_to is None or is_error_kind(delivery.body):
+        parsed = peek(delivery.body, error)  # parsed once; never when it was too large
+        address = delivery.reply_to or member_reply_to(parsed)
+        if address is None or (parsed is not None and parsed.get("kind") == "error"):
             self.service.stats.dropped += 1
             return
         self.service.stats.rejected += 1
-        reply = rejection_reply(delivery.body, error, source=self.service.source)
-        await self._send(delivery.reply_to, reply)
+        reply = rejection_reply(delivery.body, error, source=self.service.source, parsed=parsed)
+        await self._send(address, reply)
 
     def stop_all(self) -> None:
         """Cancel every running handler (the shutdown, after its grace period)."""
@@ -163,6 +167,9 @@ class Serving:
             self.service.stats.dropped += 1  # never answer an error: two peers could loop [RR-005]
             return
         if request.kind is not Kind.REQUEST:
+            if delivery.reply_to is None:  # nowhere to say so: drop and count [RR-005]
+                self.service.stats.dropped += 1
+                return
             self.service.stats.rejected += 1
             misdirected = _Attempt(
                 pattern=Pattern.REQUEST, reply_to=delivery.reply_to, received_us=received_us

@@ -22,18 +22,13 @@ import time
 import pytest
 
 from llmproto_conformance._hostile import HostileReport, run_hostile
-from llmproto_conformance._hostile_corpus import HostileInput, hostile_corpus
+from llmproto_conformance._hostile_corpus import hostile_corpus
 from llmproto_ref import open_transport
 
 pytestmark = pytest.mark.anyio
 
 
-def _known_gap(item: HostileInput) -> bool:
-    """The reference runtime's two open gaps (ENV-036 via reply_to, RR-005 counting)."""
-    return item.reply_via_member or item.name.startswith("no-reply/kinds/misdirected-")
-
-
-INPUTS = [item for item in hostile_corpus(signatures=False) if not _known_gap(item)]
+INPUTS = hostile_corpus(signatures=False)
 
 
 def _require_adapter(module: str, name: str) -> None:
