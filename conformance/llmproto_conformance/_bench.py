@@ -60,7 +60,8 @@ def add_bench_command(subparsers: Any) -> None:
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.add_argument(
         "--native", action="store_true",
-        help="compare with the broker's own client instead, across processes (nats://): "
+        help="compare with the broker's own client instead, across processes (nats://, "
+        "amqp://): "
         "the reference testee (or, with --testee, yours) against a plain-client peer",
     )  # fmt: skip
     bench.add_argument("--rounds", type=int, default=5, metavar="N",
@@ -137,7 +138,9 @@ def _bench_native(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
 
     if args.adapter is not None or not native_supported(args.transport):
-        parser.error("--native needs --transport nats://... (the native baseline's broker)")
+        parser.error(
+            "--native needs --transport nats://... or amqp://... (a broker with a native baseline)"
+        )
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 

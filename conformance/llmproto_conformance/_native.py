@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 The performance profile compares llmproto with the bare transport contract; this compares it
 with the broker client itself, as a user would: on one side a separate process serves (the
-reference testee for llmproto, a plain client peer for the raw figures, e.g.
-:mod:`llmproto_conformance._native_nats`), on the other this process drives. Both use the same
+reference testee for llmproto, a plain client peer for the raw figures:
+:mod:`llmproto_conformance._native_nats`, :mod:`llmproto_conformance._native_amqp`), on the
+other this process drives. Both use the same
 server in the same run, ~200-byte JSON payloads, envelopes fully validated on receipt, no
 signing. The measurements alternate, raw then llmproto, for several rounds; each figure is the
 median over rounds and each ratio the median of the per-round ratios llmproto / raw, since the
@@ -71,12 +72,16 @@ def _native_peer(url: str, prefix: str) -> NativePeer:
         from llmproto_conformance._native_nats import NatsNative
 
         return NatsNative(url, prefix)
-    raise ValueError(f"no native baseline for {scheme}:// (known: nats://)")
+    if scheme in ("amqp", "amqps"):
+        from llmproto_conformance._native_amqp import AmqpNative
+
+        return AmqpNative(url, prefix)
+    raise ValueError(f"no native baseline for {scheme}:// (known: nats://, amqp://)")
 
 
 def native_supported(url: str) -> bool:
     """Whether ``url``'s broker has a native baseline."""
-    return urlsplit(url).scheme in ("nats", "tls")
+    return urlsplit(url).scheme in ("nats", "tls", "amqp", "amqps")
 
 
 @dataclass

@@ -13,9 +13,13 @@ from llmproto_conformance._native import NativeRun, native_supported, run_native
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_short_native_run_measures_every_pattern(nats_url: str) -> None:
+@pytest.mark.parametrize("broker", ["nats", "amqp"])
+async def test_a_short_native_run_measures_every_pattern(
+    broker: str, request: pytest.FixtureRequest
+) -> None:
     """Each measurement has a raw and an llmproto figure per round, and a ratio [MET-003]."""
-    run = await run_native(nats_url, rounds=2, in_flight=8, scale=0.1)
+    url = request.getfixturevalue(f"{broker}_url")
+    run = await run_native(url, rounds=2, in_flight=8, scale=0.1)
     summary = run.summary()
     assert {"rr_1", "rr_8", "events", "jobs"} == set(summary)
     for name, row in summary.items():
@@ -38,6 +42,7 @@ def test_the_summary_is_the_median_of_per_round_ratios() -> None:
 
 def test_only_brokers_with_a_native_peer_are_offered() -> None:
     assert native_supported("nats://127.0.0.1:4222")
+    assert native_supported("amqp://guest:guest@127.0.0.1:5672/")
     assert not native_supported("memory://")
 
 
@@ -59,4 +64,4 @@ def test_native_needs_a_broker_url() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert 2 == done.returncode
-    assert "--native needs --transport nats://" in done.stderr
+    assert "--native needs --transport nats://... or amqp://..." in done.stderr
