@@ -24,6 +24,7 @@ import pytest
 
 from llmproto_conformance._catalogue import catalogue
 from llmproto_conformance._faults import FAULTS, fault_choices, faulty
+from llmproto_conformance._faults_security import SECURITY_FAULTS
 from llmproto_conformance._model import Outcome, Profile
 from llmproto_conformance._report import Report
 from llmproto_conformance._runner import RunPlan, run_suite
@@ -101,6 +102,24 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "stale-settle-raises": ("trn-stale-settle",),
     "oversize-dropped": ("trn-payload-too-large",),
     "capabilities-lie": ("trn-capabilities", "trn-payload-too-large"),
+    # the secure service
+    "accepts-unsigned": ("sec-unsigned-refused",),
+    "signature-unchecked": ("sec-tampered-refused", "sec-rejection-no-secret"),
+    "skips-time-window": ("sec-expired-refused", "sec-future-refused", "sec-lifetime-refused"),
+    "skips-nonce-cache": ("sec-replay-refused",),
+    "alg-unchecked": ("sec-alg-*",),
+    "alg-from-message": ("sec-hmac-for-ed25519-kid-refused",),
+    "any-kid": ("sec-unknown-kid-refused",),
+    "received-bytes-signed": ("sec-canonical-form",),
+    "signing-input-with-value": ("sec-signed-echo", "sec-scope-granted", "sec-replay-refused"),
+    "sources-unchecked": ("sec-source-not-registered-refused",),
+    "token-optional": ("sec-token-missing-refused",),
+    "ignores-scopes": ("sec-token-scope-missing-refused",),
+    "token-unchecked": ("sec-token-audience-refused", "sec-token-issuer-refused",
+                        "sec-token-expired-refused", "sec-token-alg-none-refused"),
+    "forwards-tokens": ("sec-token-not-forwarded",),
+    "unsigned-replies": ("sec-replies-signed",),
+    "leaks-secrets": ("sec-rejection-no-secret",),
 }  # fmt: skip
 
 #: Faults of the implementation rather than the binding: only the testee's connection is
@@ -112,6 +131,7 @@ TESTEE_MODE: frozenset[str] = frozenset({
     "no-idempotency", "crash-on-malformed", "oversize-accepted", "lenient-members",
     "strict-minor-version", "answers-errors", "non-events-handled", "retryable-remembered",
     "one-at-a-time", "leak-late-chunks", "wrong-topic", "no-causation", "greedy-prefetch",
+    *SECURITY_FAULTS,
 })  # fmt: skip
 
 #: Checks no fault makes fail, each with the reason.

@@ -11,6 +11,8 @@ from llmproto_conformance._catalogue import catalogue, check
 from llmproto_conformance._context import (
     SUITE_SOURCE,
     TESTEE_QUEUE,
+    TESTEE_SECURE_SERVICE,
+    TESTEE_SECURE_TYPES,
     TESTEE_SERVICE,
     TESTEE_TYPES,
     CheckContext,
@@ -54,6 +56,8 @@ __all__ = (
     "TESTEE_CONCURRENCY",
     "TESTEE_QUEUE",
     "TESTEE_QUEUE_OPTIONS",
+    "TESTEE_SECURE_SERVICE",
+    "TESTEE_SECURE_TYPES",
     "TESTEE_SERVICE",
     "TESTEE_TYPES",
     "Check",

@@ -26,6 +26,8 @@ from llmproto_ref import (
 __all__ = (
     "SUITE_SOURCE",
     "TESTEE_QUEUE",
+    "TESTEE_SECURE_SERVICE",
+    "TESTEE_SECURE_TYPES",
     "TESTEE_SERVICE",
     "TESTEE_TYPES",
     "CheckContext",
@@ -47,6 +49,15 @@ TESTEE_TYPES = {
 }
 #: The testee's work queue.
 TESTEE_QUEUE = "llmp.testee.jobs"
+#: The serve group of the testee's second service, the one that checks security
+#: (spec/conformance.md, The secure service; configured as ``_security_kit`` says).
+TESTEE_SECURE_SERVICE = "llmp-testee-secure"
+#: The secure service's operations, by short name.
+TESTEE_SECURE_TYPES = {
+    "echo": "llmp.testee.secure.echo",
+    "scoped": "llmp.testee.secure.scoped",
+    "relay": "llmp.testee.secure.relay",
+}
 SUITE_SOURCE = "llmp://conformance-suite"
 
 

@@ -16,6 +16,10 @@ The wrapper keeps the transport contract's interface and typing; the faults that
 (a delayed send, a buffered job) run in a task group the wrapper holds while it is entered.
 ``tests/test_checks_bite.py`` runs the catalogue against each fault and shows that every check
 is caught failing by at least one of them.
+
+The faults of the secure testee (a receiver that skips one security check, a sender that
+leaks) are :mod:`llmproto_conformance._faults_security`'s; the wrapper hands it the requests
+the testee receives, the replies it sends and the requests it sends downstream.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import orjson
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
+from llmproto_conformance._faults_security import SECURITY_FAULTS, SecurityFaults
 from llmproto_ref import (
     Capabilities,
     Consumer,
@@ -119,6 +124,8 @@ FAULTS: dict[str, str] = {
     "stale-settle-raises": "settling a delivery that is no longer leased raises",
     "oversize-dropped": "a body over max_payload is dropped silently instead of refused",
     "capabilities-lie": "declares a max_payload four times what it carries",
+    # the secure service (spec/security.md)
+    **SECURITY_FAULTS,
 }
 
 #: Source of the replies a fault sends itself (answers-errors, retryable-remembered).
@@ -312,6 +319,8 @@ class FaultyTransport:
         self._stored: dict[tuple[str, str], Members] = {}  #: retryable-remembered: key -> error
         self._busy: str | None = None  #: one-at-a-time: the request being handled
         self._inbox: Inbox | None = None  #: inbox-reused
+        #: the faults of the secure service
+        self._security = SecurityFaults(fault) if fault in SECURITY_FAULTS else None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -413,6 +422,8 @@ class FaultyTransport:
 
     async def _on_request(self, delivery: Delivery) -> list[Delivery]:
         fault = self.fault
+        if self._security is not None:
+            return [_with_body(delivery, self._security.received(delivery.body))]
         if fault == "no-reply-address":
             return [replace(delivery, reply_to=None)]
         if fault == "crash-on-malformed":
@@ -477,6 +488,8 @@ class FaultyTransport:
         """Delegated (no-responders-silent swallows NO_RESPONDERS; blocking-send blocks)."""
         if self.fault == "blocking-send":
             await anyio.sleep(_BLOCK_S)
+        if self._security is not None:
+            body = self._security.downstream(body)
         try:
             await self._op(
                 self.inner.send_request(type, body, reply_to=reply_to, message_id=message_id),
@@ -506,6 +519,8 @@ class FaultyTransport:
             rewrite = _REPLY_FAULTS.get(self.fault)
             if rewrite is not None:
                 bodies = [orjson.dumps(m) for m in rewrite(members)]
+            elif self._security is not None:
+                bodies = [orjson.dumps(self._security.reply(members))]
         for reply in bodies:
             await self._send(functools.partial(self.inner.send_reply, address, reply), address,
                              reply)  # fmt: skip

@@ -14,6 +14,12 @@ so before the service sends the reply that ends the exchange [CONF-015].
 The counters are bounded: each map keeps its newest ``counter_limit`` entries and forgets the
 oldest [CONF-016]; the counters reply holds as many of the newest entries as fit in one
 envelope, so a testee serving many runs never answers with a reply too large to send.
+
+For the ``security`` profile the testee runs a second service, ``llmp-testee-secure``, with a
+:class:`~llmproto_ref.SecurityPolicy` and a signer configured from the published test keys
+(:mod:`llmproto_conformance._security_kit`) [CONF-022, CONF-023]: it echoes, echoes behind a
+scope, and relays a request downstream with a client of its own, which carries no token of
+the caller's [SEC-032].
 """
 
 from __future__ import annotations
@@ -28,7 +34,19 @@ from typing import Any
 import anyio
 import orjson
 
-from llmproto_conformance._context import TESTEE_QUEUE, TESTEE_SERVICE, TESTEE_TYPES
+from llmproto_conformance._context import (
+    TESTEE_QUEUE,
+    TESTEE_SECURE_SERVICE,
+    TESTEE_SECURE_TYPES,
+    TESTEE_SERVICE,
+    TESTEE_TYPES,
+)
+from llmproto_conformance._security_kit import (
+    WORKER_KID,
+    WORKER_SOURCE,
+    published_key,
+    secure_policy,
+)
 from llmproto_ref import (
     DEFAULT_LIMITS,
     Client,
@@ -42,6 +60,7 @@ from llmproto_ref import (
     QueueOptions,
     Request,
     Service,
+    Signer,
     Transport,
 )
 
@@ -70,6 +89,7 @@ COUNTER_LIMIT = 10_000
 _MAX_SLEEP_MS = 600_000
 _MAX_COUNT = 10_000
 _MAX_FAIL_FIRST = 1_000
+_RELAY_TIMEOUT_S = 5.0  #: the longest a relayed request may take (within the caller's deadline)
 _REPLY_HEADROOM = 4096  #: bytes kept free in the counters reply for the envelope's own members
 _DEADLINE_SLACK_S = (
     0.25  #: a stop this close to the deadline is the deadline's doing (loaded hosts)
@@ -206,6 +226,12 @@ class Testee:
         self.counters = Counters(counter_limit)
         self.service = Service(transport, name=TESTEE_SERVICE, grace=1.0)
         self.client = Client(transport, source=self.service.source)
+        worker = Signer(published_key(WORKER_KID))
+        #: the service that checks security [CONF-022]; it signs its replies [CONF-023]
+        self.secure = Service(transport, name=TESTEE_SECURE_SERVICE, source=WORKER_SOURCE,
+                              grace=1.0, security=secure_policy(), signer=worker)  # fmt: skip
+        #: the secure service's own client downstream: signed, and no caller's token [SEC-032]
+        self.secure_client = Client(transport, source=WORKER_SOURCE, signer=worker)
         self._stack = AsyncExitStack()
         self._register()
 
@@ -227,12 +253,18 @@ class Testee:
             for group, (pattern, members) in EVENT_GROUPS.items():
                 for _ in range(members):
                     self.service.on_event(pattern, group=group)(self._receiver(group))
+        secure = self.secure.handler
+        secure(TESTEE_SECURE_TYPES["echo"])(self._echo)
+        secure(TESTEE_SECURE_TYPES["scoped"])(self._echo)
+        secure(TESTEE_SECURE_TYPES["relay"])(self._relay)
 
     async def __aenter__(self) -> Testee:
         await self._stack.__aenter__()
         try:
             await self._stack.enter_async_context(self.client)
+            await self._stack.enter_async_context(self.secure_client)
             await self._stack.enter_async_context(self.service)
+            await self._stack.enter_async_context(self.secure)
         except BaseException:
             await self._stack.aclose()
             raise
@@ -353,6 +385,22 @@ class Testee:
         for _ in range(count):
             await self.client.publish(type_, payload)
         return {"emitted": count}
+
+    async def _relay(self, request: Request) -> Any:
+        """Send ``data`` as a request of ``type`` with the secure service's own client, and
+        answer with the reply's data: the downstream request carries no caller's token."""
+        self._executed(request)
+        data = _params(request)
+        type_ = _text(data, "type", "")
+        payload = data.get("data")
+        try:
+            Envelope.new(kind=Kind.REQUEST, type=type_, source=WORKER_SOURCE, data=payload)
+        except EnvelopeError as exc:
+            raise ExchangeError(
+                ErrorCode.INVALID_PARAMS, f"cannot relay that request: {exc.message}"
+            ) from exc
+        reply = await self.secure_client.request(type_, payload, timeout=_RELAY_TIMEOUT_S)
+        return reply.data
 
     async def _counters(self, request: Request) -> Any:
         self._executed(request)

@@ -14,6 +14,15 @@ One :class:`~llmproto_ref._pool.DeadlineTimer` task serves every deadline instea
 scope per call (a scope with a deadline costs more than decoding a reply). It ends an exchange
 whose deadline passed only while somebody waits for it; whoever starts waiting after the
 deadline finds it passed and ends the exchange at once, which is what a scope would have done.
+
+Security is configuration. With a ``signer`` or a ``bearer_token`` the client holds an
+:class:`~llmproto_ref._signing.Outgoing` that puts the token into ``auth`` of each request and
+signs every request, job, event and cancel after its last member (``timing`` included) is set
+[SEC-010]. With ``security`` each reply is checked by the policy after it decoded; a reply the
+policy refuses is dropped and counted as a malformed reply. It does not end the exchange: an
+unproven message must not be able to stop a call, so the genuine reply can still arrive, and
+otherwise the deadline ends it (spec/request-response.md: a reply that does not decode is
+dropped and counted). Without any of them the cost is one ``is None`` test per message.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import contextlib
 import logging
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -42,8 +51,10 @@ from llmproto_ref._handling import Event, Request, current_request
 from llmproto_ref._ids import new_id, now_timestamp
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics, Pattern
+from llmproto_ref._policy import SecurityPolicy
 from llmproto_ref._pool import DeadlineTimer
 from llmproto_ref._registry import ErrorCode
+from llmproto_ref._signing import Outgoing, Signer
 from llmproto_ref._transport import Inbox, Notice, Transport, TransportError
 from llmproto_ref._validate import validate_member
 
@@ -90,6 +101,12 @@ class Client:
     :param source: this client's identity, the ``source`` of what it sends.
     :param timeout: default seconds a request may take when no deadline is given.
     :param limits: size and depth limits for replies.
+    :param signer: signs every request, job, event and cancel the client sends [SEC-010].
+    :param bearer_token: this client's own token, put into ``auth`` of every request and job
+        (a function is called for each one, so the token can be refreshed). A client used
+        inside a handler adds only this token, never the caller's [SEC-032].
+    :param security: the policy every reply must pass (its signature, above all); a reply it
+        refuses is dropped and counted in :attr:`malformed_replies` and :attr:`rejections`.
     """
 
     def __init__(
@@ -99,11 +116,17 @@ class Client:
         source: str,
         timeout: float = 30.0,
         limits: Limits = DEFAULT_LIMITS,
+        signer: Signer | None = None,
+        bearer_token: str | Callable[[], str] | None = None,
+        security: SecurityPolicy | None = None,
     ) -> None:
         self.transport = transport
         self.source = source
         self.timeout = timeout
         self.limits = limits
+        self.security = security
+        self._outgoing = Outgoing.of(signer, bearer_token)
+        self._understood = security.understood if security is not None else frozenset()
         self.metrics = Metrics()
         self.correlator = Correlator()
         self.malformed_replies = 0  #: replies that failed to decode (dropped, counted)
@@ -245,6 +268,8 @@ class Client:
             members=members,
             parent=parent,
         )
+        if self._outgoing is not None:  # token, then signature; ``sent`` is already stamped
+            envelope = self._outgoing.request(envelope)
         slot = _CallSlot()
         rid = envelope.id
         self._slots[rid] = slot
@@ -324,6 +349,8 @@ class Client:
             members=stream.members,
             parent=parent,
         )
+        if self._outgoing is not None:
+            envelope = self._outgoing.request(envelope)
         send, receive = anyio.create_memory_object_stream[Envelope | LlmpError](math.inf)
         slot = self._slots[envelope.id] = _StreamSlot(send=send, receive=receive)
         self._open(envelope, ExchangeKind.STREAM, due)
@@ -357,6 +384,8 @@ class Client:
         if step is None or step[1] is not Action.SEND_CANCEL:
             return
         cancel = Envelope.new(kind=Kind.CANCEL, type=type_, source=self.source, correlation_id=rid)
+        if self._outgoing is not None:
+            cancel = self._outgoing.sign(cancel)
         with contextlib.suppress(TransportError):  # best effort: the deadline still ends the work
             await self.transport.publish_cancel(type_, encode(cancel, limits=self.limits))
 
@@ -378,6 +407,8 @@ class Client:
             if data is not None:
                 built["data"] = _plain(data)
             envelope = Envelope._assembled(built)  # noqa: SLF001
+        if self._outgoing is not None:
+            envelope = self._outgoing.sign(envelope)  # no token: every subscriber would see it
         await self.transport.publish_event(type, encode(envelope, limits=self.limits))
         return envelope
 
@@ -412,6 +443,8 @@ class Client:
             members=members,
             parent=parent,
         )
+        if self._outgoing is not None:
+            envelope = self._outgoing.request(envelope)
         self.metrics.sent(Pattern.QUEUE, type)
         rid = envelope.id
         slot = _CallSlot()
@@ -466,11 +499,13 @@ class Client:
                     )
                 continue
             try:
-                reply = decode(delivery.body, limits=self.limits)
+                reply = decode(delivery.body, limits=self.limits, understood=self._understood)
+                if self.security is not None:  # refused: dropped, the exchange goes on
+                    reply = self.security.check(reply, len(delivery.body)).envelope
             except EnvelopeError as exc:
                 self.malformed_replies += 1
                 self.rejections.append((str(exc.code), exc.pointer, exc.requirement))
-                _log.info("dropped a reply that does not decode: %s", exc)
+                _log.info("dropped a reply that does not decode or was refused: %s", exc)
                 continue
             self._route(reply)
 

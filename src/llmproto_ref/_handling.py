@@ -5,6 +5,11 @@ A request handler receives a :class:`Request`. It returns the response ``data``,
 (async) generator that yields each chunk's ``data`` and may end by yielding :class:`Final`.
 Downstream calls made while a handler runs inherit its deadline and record the request as
 their ``causation_id`` [DL-003].
+
+With a :class:`~llmproto_ref.SecurityPolicy` on the service, the envelope a handler sees is the
+policy's view of the message: without ``auth``, so a handler has no token it could pass on
+[SEC-032], and with an encrypted payload decrypted; :attr:`Request.verified` says who signed it
+and what the bearer token granted.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmproto_ref._clock import now_ms
 from llmproto_ref._deadline import Deadline
 from llmproto_ref._envelope import Envelope
+
+if TYPE_CHECKING:
+    from llmproto_ref._policy import Verified
 
 __all__ = ("Event", "Final", "Request", "current_request")
 
@@ -39,15 +47,18 @@ class Final:
 class Request:
     """One request being handled.
 
-    :param envelope: the received request.
+    :param envelope: the received request (the security policy's view, when there is one).
     :param deadline: the request's deadline, if it had one.
     :param delivery_count: for work-queue jobs, which delivery this is (1 = first).
+    :param verified: what the service's security policy established (the signing key, the
+        bearer token's claims); ``None`` when the service has no policy.
     """
 
     envelope: Envelope
     deadline: Deadline | None = None
     delivery_count: int = 1
     extras: dict[str, Any] = field(default_factory=dict)
+    verified: Verified | None = None
 
     @property
     def data(self) -> Any:
@@ -73,10 +84,14 @@ class Request:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
-    """One event being handled."""
+    """One event being handled.
+
+    :param verified: what the service's security policy established, as for a request.
+    """
 
     envelope: Envelope
     deadline: Deadline | None = None
+    verified: Verified | None = None
 
     @property
     def data(self) -> Any:

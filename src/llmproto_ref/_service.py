@@ -9,6 +9,12 @@ intake. What happens to each message is in :mod:`llmproto_ref._serving`. Leaving
 shuts down gracefully [WQ-008]: intake stops first, handlers already started get ``grace``
 seconds to finish, the rest are cancelled; work-queue jobs that did not finish are never
 acked, so the broker delivers them again.
+
+Security is configuration: with ``security=`` every request, event, job and cancel is checked
+by the :class:`~llmproto_ref.SecurityPolicy` right after it decoded, and one the policy refuses
+is treated exactly as one that did not decode (answered with the policy's code and pointer,
+dropped, or terminated); with ``signer=`` every reply is signed as the last step before it is
+encoded. Without either the service does one ``is None`` test per message and nothing more.
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from llmproto_ref._errors import EnvelopeError
 from llmproto_ref._idempotency import IdempotencyStore
 from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics
+from llmproto_ref._policy import SecurityPolicy
 from llmproto_ref._pool import TaskPool
 from llmproto_ref._serving import Running, Serving
+from llmproto_ref._signing import Signer
 from llmproto_ref._transport import (
     Consumer,
     QueueOptions,
@@ -65,8 +73,8 @@ class Registration:
 class ServiceStats:
     """Counters of what the service received and could not handle normally."""
 
-    rejected: int = 0  #: messages that failed to decode and were answered with an error
-    dropped: int = 0  #: messages that failed to decode and had no reply address (counted)
+    rejected: int = 0  #: messages that failed to decode (or the policy) and were answered
+    dropped: int = 0  #: messages that failed to decode (or the policy), with no reply address
     reply_failures: int = 0  #: replies the transport could not send
     late_cancels: int = 0  #: cancels for exchanges that had already ended
     dead_lettered: int = 0  #: jobs this service moved to the dead-letter queue
@@ -83,7 +91,17 @@ class Service:
     :param max_concurrency: most request and event handlers running at once.
     :param grace: seconds started handlers get to finish at shutdown.
     :param idempotency: the store that makes execution at-most-once per idempotency key.
-    :param understood: extension names this service implements (``critical``).
+    :param understood: extension names this service implements (``critical``); ``enc`` is
+        added when ``security`` holds decryption keys.
+    :param security: the policy every received request, event, job and cancel must pass
+        (spec/security.md, Verification order). A message it refuses is handled as one that
+        did not decode: answered with the policy's code and ``llmp.pointer`` detail when it has
+        a reply address, else dropped, and a job is terminated; each is counted in
+        :attr:`stats` and kept in :attr:`rejections`. Handlers see the policy's view of the
+        message (no ``auth`` [SEC-032], the payload decrypted) and its
+        :class:`~llmproto_ref.Verified` as ``Request.verified``. No binding authenticates the
+        sender today, so the policy gets no principal (SEC-026 does not apply yet).
+    :param signer: signs every reply (responses, chunks, errors, rejections) [SEC-010].
     """
 
     def __init__(
@@ -97,6 +115,8 @@ class Service:
         limits: Limits = DEFAULT_LIMITS,
         idempotency: IdempotencyStore | None = None,
         understood: frozenset[str] = frozenset(),
+        security: SecurityPolicy | None = None,
+        signer: Signer | None = None,
     ) -> None:
         validate_queue_name(name)
         self.transport = transport
@@ -112,7 +132,13 @@ class Service:
         self._handlers: dict[str, Registration] = {}
         self._events: list[Registration] = []
         self._workers: list[Registration] = []
-        self._serving = Serving(self, limits=limits, understood=understood)
+        self.security = security
+        self.signer = signer
+        if security is not None:
+            understood = understood | security.understood
+        self._serving = Serving(
+            self, limits=limits, understood=understood, security=security, signer=signer
+        )
         self._intake: TaskGroup | None = None
         self._work: TaskGroup | None = None
         self._closing: list[Subscription | Consumer] = []

@@ -12,6 +12,12 @@ and the rest of the job runs shielded. Work-queue jobs take the same path with t
 differences: a retryable failure is not answered but redelivered, until the last delivery,
 which is answered with ``DEAD_LETTERED`` [WQ-004]; and the job is acked only after its
 outcome was sent [WQ-003].
+
+With a security policy, what decoded is checked at once (:meth:`Serving._admit`), and a
+refusal takes the path of a message that did not decode: the :class:`SecurityError` is an
+:class:`EnvelopeError` with the failed step's code, pointer and requirement [SEC-017, ENV-036].
+With a signer, :meth:`Serving._send` signs each reply just before encoding it, so the
+signature covers every member, ``timing`` included [SEC-010].
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from llmproto_ref._handling import Event, Final, Request, enter_request, leave_r
 from llmproto_ref._idempotency import Claim, request_digest
 from llmproto_ref._limits import Limits
 from llmproto_ref._metrics import Pattern
+from llmproto_ref._policy import SecurityPolicy, Verified
 from llmproto_ref._pool import DeadlineTimer, LeaseKeeper, current_job_scope
 from llmproto_ref._registry import ErrorCode
 from llmproto_ref._replies import (
@@ -47,6 +54,7 @@ from llmproto_ref._replies import (
     reply_timing,
     response,
 )
+from llmproto_ref._signing import Signer
 from llmproto_ref._transport import Delivery, Job, TransportError
 
 if TYPE_CHECKING:
@@ -58,7 +66,10 @@ _STOP_ERRORS = {
     Action.STOP_CANCELLED: (ErrorCode.CANCELLED, "cancelled by the requester"),
     Action.STOP_EXPIRED: (ErrorCode.DEADLINE_EXCEEDED, "the request's deadline passed"),
 }
-_ENVELOPE_HEADER = frozenset({"llmp", "id", "kind", "type", "source", "time", "correlation_id"})
+#: Members of a stored reply that a replay makes anew (a signature too: it is signed again).
+_ENVELOPE_HEADER = frozenset(
+    {"llmp", "id", "kind", "type", "source", "time", "correlation_id", "sig"}
+)
 _DONE = object()
 
 
@@ -95,15 +106,26 @@ class _Attempt:
     delivery_count: int = 1
     hold_retryable: bool = False  #: keep a retryable failure for redelivery, unanswered
     last_delivery: bool = True
+    verified: Verified | None = None  #: what the security policy established, if any
 
 
 class Serving:
     """The per-message behaviour of one :class:`~llmproto_ref.Service`."""
 
-    def __init__(self, service: Service, *, limits: Limits, understood: frozenset[str]) -> None:
+    def __init__(
+        self,
+        service: Service,
+        *,
+        limits: Limits,
+        understood: frozenset[str],
+        security: SecurityPolicy | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self.service = service
         self.limits = limits
         self.understood = understood
+        self.security = security
+        self.signer = signer
         self.running: dict[str, Running] = {}
         #: cancels a handler's scope when its request's deadline passes; the service runs it
         self.timer: DeadlineTimer[Running] = DeadlineTimer(_deadline_passed, _still_running)
@@ -118,6 +140,8 @@ class Serving:
         if address is None:
             return True
         try:
+            if self.signer is not None:
+                envelope = self.signer.sign(envelope)  # last: it covers every member [SEC-010]
             body = encode(envelope, limits=self.limits)
         except (TypeError, EnvelopeError):
             return False
@@ -148,6 +172,16 @@ class Serving:
         reply = rejection_reply(delivery.body, error, source=self.service.source, parsed=parsed)
         await self._send(address, reply)
 
+    def _admit(self, envelope: Envelope, size: int, *, redelivery: bool = False) -> Verified:
+        """The security policy's verdict on a decoded message (steps 4 to 13 of SEC-017).
+
+        No binding authenticates senders yet, so there is no principal to pass (SEC-026).
+
+        :raises SecurityError: an :class:`EnvelopeError` naming the failed step.
+        """
+        assert self.security is not None  # noqa: S101 - the callers test it
+        return self.security.check(envelope, size, redelivery=redelivery)
+
     def stop_all(self) -> None:
         """Cancel every running handler (the shutdown, after its grace period)."""
         for running in self.running.values():
@@ -158,8 +192,12 @@ class Serving:
 
     async def on_request(self, delivery: Delivery, received_us: int) -> None:
         """Handle one delivery from a ``serve`` subscription."""
+        verified: Verified | None = None
         try:
             request = decode(delivery.body, limits=self.limits, understood=self.understood)
+            if self.security is not None:
+                verified = self._admit(request, len(delivery.body))
+                request = verified.envelope
         except EnvelopeError as exc:
             await self._reject(delivery, exc)
             return
@@ -185,7 +223,9 @@ class Serving:
             return
         reg = self.service.registration(request.type)
         pattern = Pattern.STREAM if reg is not None and reg.streaming else Pattern.REQUEST
-        attempt = _Attempt(pattern=pattern, reply_to=request.reply_to, received_us=received_us)
+        attempt = _Attempt(
+            pattern=pattern, reply_to=request.reply_to, received_us=received_us, verified=verified
+        )
         self.service.metrics.sent(pattern, request.type)
         await self._execute(request, attempt, reg)
 
@@ -318,7 +358,10 @@ class Serving:
                 self.timer.schedule(deadline.at_ms, running)
         self.running[request.id] = running
         context = Request(
-            envelope=request, deadline=deadline, delivery_count=attempt.delivery_count
+            envelope=request,
+            deadline=deadline,
+            delivery_count=attempt.delivery_count,
+            verified=attempt.verified,
         )
         exchange.handle(Input.START)
         token = enter_request(context)
@@ -528,6 +571,8 @@ class Serving:
         """Handle one cancel broadcast: stop the matching running handler [CAN-003]."""
         try:
             cancel = decode(delivery.body, limits=self.limits, understood=self.understood)
+            if self.security is not None:  # an unproven cancel must not stop anybody's work
+                cancel = self._admit(cancel, len(delivery.body)).envelope
         except EnvelopeError as exc:
             self.service.record_rejection(exc)
             self.service.stats.dropped += 1
@@ -550,8 +595,12 @@ class Serving:
     async def on_event(self, reg: Registration, delivery: Delivery) -> None:
         """Handle one event; failures are counted, never fatal [EVT-005]."""
         svc = self.service
+        verified: Verified | None = None
         try:
             event = decode(delivery.body, limits=self.limits, understood=self.understood)
+            if self.security is not None:
+                verified = self._admit(event, len(delivery.body))
+                event = verified.envelope
         except EnvelopeError as exc:
             svc.record_rejection(exc)
             svc.stats.dropped += 1
@@ -565,7 +614,7 @@ class Serving:
         if deadline is not None and deadline.expired(now_ms()):
             svc.metrics.failed(Pattern.EVENT, event.type, str(ErrorCode.DEADLINE_EXCEEDED))
             return
-        context = Event(envelope=event, deadline=deadline)
+        context = Event(envelope=event, deadline=deadline, verified=verified)
         token = enter_request(context)  # downstream calls inherit deadline and cause [DL-003]
         try:
             if reg.thread:
@@ -596,8 +645,12 @@ class Serving:
     async def on_job(self, reg: Registration, job: Job, received_us: int) -> None:
         """Handle one job; settle it only after its outcome is decided and sent [WQ-003]."""
         svc = self.service
+        verified: Verified | None = None
         try:
             request = decode(job.body, limits=self.limits, understood=self.understood)
+            if self.security is not None:  # a redelivery repeats its nonce [SEC-023]
+                verified = self._admit(request, len(job.body), redelivery=job.delivery_count > 1)
+                request = verified.envelope
         except EnvelopeError as exc:
             svc.record_rejection(exc)
             svc.stats.dead_lettered += 1
@@ -614,6 +667,7 @@ class Serving:
             delivery_count=job.delivery_count,
             hold_retryable=True,
             last_delivery=job.delivery_count >= reg.options.max_deliveries,
+            verified=verified,
         )
         svc.metrics.sent(Pattern.QUEUE, request.type)
         if request.deadline and Deadline.from_timestamp(request.deadline).expired(now_ms()):

@@ -4,7 +4,8 @@ A :class:`Signer` is what a sender configures (``Client(..., signer=...)``): it 
 block to an envelope, covering every member but ``sig.value`` [SEC-004], with a fresh 128-bit
 nonce and a ``created``/``expires`` window [SEC-010]. :func:`signature_valid` is the one
 cryptographic check a receiver makes; the order of all the others is
-:class:`~llmproto_ref.SecurityPolicy`'s.
+:class:`~llmproto_ref.SecurityPolicy`'s. :class:`Outgoing` is what the runtime applies to each
+message a participant sends: its bearer token on requests, then its signature, last.
 """
 
 from __future__ import annotations
@@ -24,11 +25,19 @@ from llmproto_ref._keys import SIGNATURE_ALGORITHMS, Key, b64url_encode
 from llmproto_ref._registry import ErrorCode
 from llmproto_ref._validate import MEMBERS
 
-__all__ = ("DEFAULT_LIFETIME_MS", "SIGNATURE_LENGTHS", "Signer", "sign_bytes", "signature_valid")
+__all__ = (
+    "DEFAULT_LIFETIME_MS",
+    "SIGNATURE_LENGTHS",
+    "Outgoing",
+    "Signer",
+    "sign_bytes",
+    "signature_valid",
+)
 
 #: How long a signature stays valid unless the signer is told otherwise: 300 s [SEC-010].
 DEFAULT_LIFETIME_MS = 300_000
 _CHECK_SIG = MEMBERS["sig"]
+_CHECK_AUTH = MEMBERS["auth"]
 
 #: The length in bytes of a signature of each algorithm [SEC-009].
 SIGNATURE_LENGTHS = {"EdDSA": 64, "HS256": 32}
@@ -120,3 +129,65 @@ class Signer:
         # Only the new block needs checking: the rest is the valid envelope it was added to.
         _CHECK_SIG(block, "/sig")
         return Envelope._wrap(members)  # noqa: SLF001 - members validated above
+
+
+class Outgoing:
+    """What a sender adds to the messages it sends: a bearer token on requests, a signature.
+
+    The runtime holds one only when it is configured with a signer or a token, so a client
+    without either does no work for security at all (one ``is None`` test per message).
+
+    :param signer: signs every message sent, after every other member is final [SEC-010].
+    :param bearer_token: the token put into ``auth`` of every request (work-queue jobs and
+        streamed requests included), or a function returning the current one (called per
+        request, so a token can be refreshed). Only requests carry it: a service checks tokens
+        on requests (spec/security.md, Bearer tokens), and an event would show it to every
+        subscriber.
+    """
+
+    __slots__ = ("_token", "signer")
+
+    def __init__(
+        self,
+        signer: Signer | None = None,
+        bearer_token: str | Callable[[], str] | None = None,
+    ) -> None:
+        if isinstance(bearer_token, str):
+            _CHECK_AUTH({"scheme": "bearer", "token": bearer_token}, "/auth")  # [SEC-001]
+        self.signer = signer
+        self._token = bearer_token
+
+    @classmethod
+    def of(
+        cls, signer: Signer | None, bearer_token: str | Callable[[], str] | None
+    ) -> Outgoing | None:
+        """An :class:`Outgoing`, or ``None`` when there is nothing to add."""
+        if signer is None and bearer_token is None:
+            return None
+        return cls(signer, bearer_token)
+
+    def request(self, envelope: Envelope) -> Envelope:
+        """``envelope`` with the bearer token in ``auth`` (unless it has one), then signed.
+
+        The token is this sender's own; a service's handler sees requests without ``auth``,
+        so a client it uses downstream never passes a caller's token on [SEC-032].
+
+        :raises EnvelopeError: for a token that is not 1 to 16384 printable ASCII characters
+            without space [SEC-001], or an envelope that is not I-JSON [SEC-008].
+        """
+        token = self._token
+        if token is not None and not envelope.has("auth"):
+            auth = {"scheme": "bearer", "token": token() if callable(token) else token}
+            _CHECK_AUTH(auth, "/auth")
+            members = envelope.to_dict()
+            members["auth"] = auth
+            envelope = Envelope._wrap(members)  # noqa: SLF001 - the new member was checked
+        return envelope if self.signer is None else self.signer.sign(envelope)
+
+    def sign(self, envelope: Envelope) -> Envelope:
+        """``envelope`` signed (events, cancels), or as it is without a signer.
+
+        :raises LocalProtocolError: ``PROTOCOL_ERROR`` for an event and an ``HS256`` signer
+            [SEC-006].
+        """
+        return envelope if self.signer is None else self.signer.sign(envelope)

@@ -10,7 +10,7 @@ services started in a portal), pass that portal.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from types import TracebackType
 from typing import Any
@@ -20,6 +20,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from llmproto_ref._client import Client, JobHandle, Stream
 from llmproto_ref._envelope import Envelope
 from llmproto_ref._metrics import Metrics, Pattern
+from llmproto_ref._policy import SecurityPolicy
+from llmproto_ref._signing import Signer
 from llmproto_ref._transport import Transport
 
 __all__ = ("SyncClient", "SyncJobHandle", "SyncStream")
@@ -33,6 +35,9 @@ class SyncClient:
     :param source: this client's identity.
     :param portal: run on this portal's loop instead of a private one.
     :param backend: the event loop of a private portal, ``asyncio`` or ``trio``.
+    :param signer: signs what the client sends (see :class:`~llmproto_ref.Client`).
+    :param bearer_token: the client's own token for ``auth`` of its requests.
+    :param security: the policy every reply must pass.
     """
 
     def __init__(
@@ -43,10 +48,16 @@ class SyncClient:
         timeout: float = 30.0,
         portal: BlockingPortal | None = None,
         backend: str = "asyncio",
+        signer: Signer | None = None,
+        bearer_token: str | Callable[[], str] | None = None,
+        security: SecurityPolicy | None = None,
     ) -> None:
         self._transport = transport
         self._source = source
         self._timeout = timeout
+        self._signer = signer
+        self._bearer_token = bearer_token
+        self._security = security
         self._portal = portal
         self._backend = backend
         self._stack = ExitStack()
@@ -57,7 +68,14 @@ class SyncClient:
         if self._portal is None:
             self._portal = stack.enter_context(start_blocking_portal(self._backend))
             stack.enter_context(self._portal.wrap_async_context_manager(self._transport))
-        client = Client(self._transport, source=self._source, timeout=self._timeout)
+        client = Client(
+            self._transport,
+            source=self._source,
+            timeout=self._timeout,
+            signer=self._signer,
+            bearer_token=self._bearer_token,
+            security=self._security,
+        )
         self._client = stack.enter_context(self._portal.wrap_async_context_manager(client))
         return self
 
