@@ -226,3 +226,23 @@ def test_a_bearer_policy_needs_an_audience_and_an_issuer() -> None:
         _bearer(audience="")
     with pytest.raises(ValueError, match="issuer"):
         _bearer(issuers=frozenset())
+
+
+def test_a_token_verified_once_is_still_checked_for_time_and_key() -> None:
+    """The verified-token memory skips only the signature: expiry and a rotated key still count
+    [SEC-030, SEC-028]."""
+    bearer = _bearer()
+    token = _token()
+    leeway = 60_000
+    first = bearer.verify(token, now_ms=NOW, leeway_ms=leeway)
+    again = bearer.verify(token, now_ms=NOW, leeway_ms=leeway)
+    assert first.claims == again.claims
+    assert first.claims is not again.claims  # each caller gets its own copy
+    with pytest.raises(SecurityError) as caught:
+        bearer.verify(token, now_ms=NOW + 301_000 + leeway, leeway_ms=leeway)
+    assert "expired" in caught.value.message
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rotated = _bearer(keys=KeySet([Key.from_jwk(_public_jwk(other, "rsa-1", "RS256"))]))
+    rotated._verified.update(bearer._verified)  # noqa: SLF001 - a stale memory, not the key
+    with pytest.raises(SecurityError):
+        rotated.verify(token, now_ms=NOW, leeway_ms=leeway)

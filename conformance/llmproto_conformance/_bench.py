@@ -66,6 +66,9 @@ def add_bench_command(subparsers: Any) -> None:
     )  # fmt: skip
     bench.add_argument("--rounds", type=int, default=5, metavar="N",
                        help="interleaved rounds of --native (default 5)")  # fmt: skip
+    bench.add_argument("--signed", action="store_true",
+                       help="with --native: also signed round trips (Ed25519 and a bearer "
+                       "token) against the testee's secure service")  # fmt: skip
     bench.set_defaults(run=_bench, parser=bench)
 
 
@@ -155,6 +158,7 @@ def _bench_native(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             in_flight=args.in_flight,
             external_testee=args.testee,
             progress=progress,
+            signed=args.signed,
         )
     )
     if args.json:

@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 import anyio
 import orjson
 
-from llmproto_conformance._context import TESTEE_QUEUE, TESTEE_TYPES
-from llmproto_ref import Client, Event, Service, new_id, open_transport
+from llmproto_conformance._context import TESTEE_QUEUE, TESTEE_SECURE_TYPES, TESTEE_TYPES
+from llmproto_ref import Client, Event, Service, Signer, Transport, new_id, open_transport
 
 __all__ = ("NativeRun", "native_supported", "run_native")
 
@@ -150,6 +150,49 @@ async def _llmp_round_trips(client: Client, width: int, per_caller: int) -> floa
     return width * per_caller / (time.perf_counter() - started)
 
 
+async def _secure_round_trips(client: Client, width: int, per_caller: int) -> float:
+    echo = TESTEE_SECURE_TYPES["echo"]
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            await client.request(echo, SAMPLE)
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(width):
+            tg.start_soon(caller)
+    return width * per_caller / (time.perf_counter() - started)
+
+
+def _signing_client(transport: Transport) -> Client:
+    """A client that signs with the published gateway key, carries a test token, and verifies
+    the secure testee's signed replies (spec/conformance.md, the secure service)."""
+    from llmproto_conformance._security_kit import (
+        GATEWAY_KID,
+        GATEWAY_SOURCE,
+        mint_token,
+        published_key,
+        reply_policy,
+    )
+
+    tokens = [mint_token()]
+    minted = [time.monotonic()]
+
+    def bearer() -> str:
+        if time.monotonic() - minted[0] > 60:  # the test token lives 300 s
+            tokens[0], minted[0] = mint_token(), time.monotonic()
+        return tokens[0]
+
+    return Client(
+        transport,
+        source=GATEWAY_SOURCE,
+        timeout=30,
+        signer=Signer(published_key(GATEWAY_KID)),
+        bearer_token=bearer,
+        security=reply_policy(),
+    )
+
+
 async def _llmp_events(client: Client, url: str, count: int) -> float:
     type_ = f"llmp.bench.{new_id().replace('-', '')[:12]}.evt"
     got = 0
@@ -193,12 +236,15 @@ async def run_native(
     external_testee: bool = False,
     progress: Callable[[str], Awaitable[None] | None] | None = None,
     scale: float = 1.0,
+    signed: bool = False,
 ) -> NativeRun:
     """Alternate raw and llmproto measurements on ``url`` for ``rounds`` rounds.
 
     :param external_testee: a testee already serves ``url``; otherwise the reference testee
         is started as a separate process.
     :param scale: multiplies the message counts (a quick smoke run uses less than 1).
+    :param signed: also measure round trips signed with Ed25519 and carrying a bearer token,
+        against the testee's secure service (rows ``rr_1_signed`` and ``rr_N_signed``).
     """
     sequential, per_caller = max(1, int(SEQUENTIAL * scale)), max(1, int(PER_CALLER * scale))
     events, jobs = max(1, int(EVENTS * scale)), max(1, int(JOBS * scale))
@@ -211,6 +257,7 @@ async def run_native(
         _native_peer(url, prefix) as raw,
         open_transport(url) as transport,
         Client(transport, source="llmp://bench", timeout=30) as client,
+        _signing_client(transport) if signed else contextlib.nullcontext() as secure,
     ):
         for _ in range(20):  # warm both paths up
             await raw.round_trips(body, 1, 1)
@@ -232,6 +279,17 @@ async def run_native(
                 await _llmp_events(client, url, events),
             )
             run.add("jobs", await raw.jobs(body, jobs), await _llmp_jobs(client, jobs))
+            if isinstance(secure, Client):
+                run.add(
+                    "rr_1_signed",
+                    await raw.round_trips(body, 1, sequential),
+                    await _secure_round_trips(secure, 1, sequential),
+                )
+                run.add(
+                    f"rr_{in_flight}_signed",
+                    await raw.round_trips(body, in_flight, per_caller),
+                    await _secure_round_trips(secure, in_flight, per_caller),
+                )
             if progress is not None:
                 result = progress(f"round {number} of {rounds} done")
                 if result is not None:

@@ -75,6 +75,11 @@ class BearerPolicy:
     required: bool = True
     scopes: Mapping[str, frozenset[str]] = field(default_factory=dict)
     token_types: frozenset[str] | None = None
+    #: tokens whose signature verified, with the key that verified them (bounded; a key that
+    #: is no longer resolved to the same object is checked again)
+    _verified: dict[str, tuple[Key, dict[str, Any]]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if not self.audience or not self.issuers:
@@ -109,7 +114,14 @@ class BearerPolicy:
             raise _fail("the bearer token names no key of a trusted issuer", "SEC-028")
         if key.alg != alg:  # never let the token choose how its key is used [SEC-013]
             raise _fail(f"the bearer token uses {alg}, its key serves {key.alg}", "SEC-028")
-        payload = self._decode(token, key, alg)
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] is key:
+            payload = cached[1]  # a client sends one token many times: verify it once
+        else:
+            payload = self._decode(token, key, alg)
+            if len(self._verified) >= _VERIFIED_TOKENS:
+                del self._verified[next(iter(self._verified))]
+            self._verified[token] = (key, payload)
         expires = _seconds(payload.get("exp"))
         if expires is None:
             raise _fail("the bearer token has no expiry (exp)", "SEC-030")
@@ -129,7 +141,7 @@ class BearerPolicy:
             audience=(audience,) if isinstance(audience, str) else tuple(audience),
             scopes=frozenset(scope.split()),
             expires_ms=int(expires * 1000),
-            claims=payload,
+            claims=dict(payload),
         )
 
     def _decode(self, token: str, key: Key, alg: str) -> dict[str, Any]:
@@ -166,6 +178,9 @@ class BearerPolicy:
                 f"the bearer token is malformed ({type(exc).__name__})", "SEC-028"
             ) from None
         return payload
+
+
+_VERIFIED_TOKENS = 1024  #: tokens remembered as verified by one policy
 
 
 def _header(token: str) -> dict[str, Any]:

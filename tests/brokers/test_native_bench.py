@@ -29,6 +29,14 @@ async def test_a_short_native_run_measures_every_pattern(
         assert 0 < row["ratio"] < 10
 
 
+async def test_signed_round_trips_are_measured_beside_unsigned(nats_url: str) -> None:
+    """--signed adds Ed25519-signed, token-carrying round trips to the secure testee [SEC-005]."""
+    run = await run_native(nats_url, rounds=1, in_flight=4, scale=0.1, signed=True)
+    summary = run.summary()
+    assert {"rr_1_signed", "rr_4_signed"} <= set(summary)
+    assert summary["rr_1_signed"]["llmproto_per_s"] > 0
+
+
 def test_the_summary_is_the_median_of_per_round_ratios() -> None:
     """Ratios pair rounds: a noisy round moves one ratio, not the median."""
     run = NativeRun(url="nats://x", in_flight=64)
