@@ -136,22 +136,9 @@ async def _reference_testee(url: str) -> AsyncIterator[None]:
             process.stdout.close()
 
 
-async def _llmp_round_trips(client: Client, width: int, per_caller: int) -> float:
-    echo = TESTEE_TYPES["echo"]
-
-    async def caller() -> None:
-        for _ in range(per_caller):
-            await client.request(echo, SAMPLE)
-
-    started = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(width):
-            tg.start_soon(caller)
-    return width * per_caller / (time.perf_counter() - started)
-
-
-async def _secure_round_trips(client: Client, width: int, per_caller: int) -> float:
-    echo = TESTEE_SECURE_TYPES["echo"]
+async def _llmp_round_trips(
+    client: Client, width: int, per_caller: int, echo: str = TESTEE_TYPES["echo"]
+) -> float:
 
     async def caller() -> None:
         for _ in range(per_caller):
@@ -283,12 +270,14 @@ async def run_native(
                 run.add(
                     "rr_1_signed",
                     await raw.round_trips(body, 1, sequential),
-                    await _secure_round_trips(secure, 1, sequential),
+                    await _llmp_round_trips(secure, 1, sequential, TESTEE_SECURE_TYPES["echo"]),
                 )
                 run.add(
                     f"rr_{in_flight}_signed",
                     await raw.round_trips(body, in_flight, per_caller),
-                    await _secure_round_trips(secure, in_flight, per_caller),
+                    await _llmp_round_trips(
+                        secure, in_flight, per_caller, TESTEE_SECURE_TYPES["echo"]
+                    ),
                 )
             if progress is not None:
                 result = progress(f"round {number} of {rounds} done")
