@@ -54,6 +54,7 @@ INTERNAL_MODULES = {
     "llmproto_conformance._hostile_corpus": "the corpus; hostile_corpus() is re-exported",
     "llmproto_conformance._native": "behind `llmproto bench --native`; its API is the command line",
     "llmproto_conformance._native_nats": "the native NATS peer behind `llmproto bench --native`",
+    "llmproto_conformance._peer_process": "starts the processes behind `llmproto bench --native`",
     "llmproto_conformance._native_amqp": "the native AMQP peer behind `llmproto bench --native`",
     "llmproto_nats._errors": "the adapter's exception mapping; TransportError is the API",
     "llmproto_rabbitmq._declare": "queue declarations and dedup memory; the transport is the API",

@@ -67,7 +67,8 @@ MAX_DELIVERIES = "max_deliveries"  #: dead-letter reason of a job out of deliver
 _PULL_EXPIRES_S = 2.0  #: lifetime of one pull request
 _SILENCE_S = _PULL_EXPIRES_S + 2.0  #: no word from the server this long: pull afresh
 _LEASE_MARGIN_S = 0.05  #: the server's ack_wait started before the job reached us
-_DEAD_OPTIONS = QueueOptions(prefetch=16, lease_ms=30_000, max_deliveries=1_000_000)
+#: Options of a dead-letter queue's consumer: a dead letter is never dead-lettered again.
+DEAD_OPTIONS = QueueOptions(prefetch=16, lease_ms=30_000, max_deliveries=1_000_000)
 
 
 def stream_name(queue: str) -> str:
@@ -182,11 +183,6 @@ class NatsJob:
     @property
     def body(self) -> bytes:
         return self._msg.data
-
-    @property
-    def message_id(self) -> str | None:
-        raw = self._msg.headers.get(HEADER_MSG_ID) if self._msg.headers else None
-        return None if raw is None else header_value(raw)
 
     def _take(self) -> bool:
         """Claim the one settle; ``False`` (and counted) when the job is no longer ours."""
@@ -447,6 +443,3 @@ class PullConsumer:
         self._jobs.put_nowait(None)
         if self._task is not None:
             self._task.cancel()
-
-
-DEAD_OPTIONS = _DEAD_OPTIONS

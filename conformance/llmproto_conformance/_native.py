@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ import anyio
 import orjson
 
 from llmproto_conformance._context import TESTEE_QUEUE, TESTEE_SECURE_TYPES, TESTEE_TYPES
+from llmproto_conformance._peer_process import PeerProcess
 from llmproto_ref import Client, Event, Service, Signer, Transport, new_id, open_transport
 
 __all__ = ("NativeRun", "native_supported", "run_native")
@@ -115,25 +114,15 @@ class NativeRun:
 @contextlib.asynccontextmanager
 async def _reference_testee(url: str) -> AsyncIterator[None]:
     """The reference testee as a separate process, stopped afterwards."""
-    process = subprocess.Popen(  # noqa: S603 - our own command, fixed arguments
-        [sys.executable, "-m", "llmproto_ref._cli", "conformance", "testee", "--transport", url],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = PeerProcess(
+        "llmproto_ref._cli", "conformance", "testee", "--transport", url,
+        ready="serving", what="the reference testee",
+    )  # fmt: skip
+    await process.start()
     try:
-        stdout = process.stdout
-        if stdout is None:  # pragma: no cover - PIPE always gives one
-            raise RuntimeError("the testee has no standard output")
-        with anyio.fail_after(30):
-            line = await anyio.to_thread.run_sync(stdout.readline)
-        if "serving" not in line:
-            raise RuntimeError(f"the reference testee did not start: {line!r}")
         yield
     finally:
-        process.terminate()
-        await anyio.to_thread.run_sync(process.wait, 10)
-        if process.stdout is not None:
-            process.stdout.close()
+        await process.stop()
 
 
 async def _llmp_round_trips(

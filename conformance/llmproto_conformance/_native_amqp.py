@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import subprocess
 import sys
 import time
 from types import TracebackType
@@ -30,6 +29,8 @@ from types import TracebackType
 import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
+
+from llmproto_conformance._peer_process import PeerProcess
 
 __all__ = ("AmqpNative",)
 
@@ -80,7 +81,13 @@ class AmqpNative:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._process: subprocess.Popen[str] | None = None
+        self._process = PeerProcess(
+            "llmproto_conformance._native_amqp",
+            url,
+            prefix,
+            ready=_READY,
+            what="the native AMQP peer",
+        )
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._confirmed: aio_pika.abc.AbstractChannel | None = None
@@ -88,17 +95,7 @@ class AmqpNative:
         self._ids = itertools.count()
 
     async def __aenter__(self) -> AmqpNative:
-        self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "llmproto_conformance._native_amqp", self.url, self.prefix],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        stdout = self._process.stdout
-        if stdout is None:  # pragma: no cover - PIPE always gives one
-            raise RuntimeError("the native peer has no standard output")
-        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
-        if _READY not in line:
-            raise RuntimeError(f"the native AMQP peer did not start: {line!r}")
+        await self._process.start()
         self._connection = await aio_pika.connect_robust(self.url)
         self._channel = await self._connection.channel(publisher_confirms=False)
         self._confirmed = await self._connection.channel(publisher_confirms=True)
@@ -112,11 +109,7 @@ class AmqpNative:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            await asyncio.to_thread(self._process.wait, 10)
-            if self._process.stdout is not None:
-                self._process.stdout.close()
+        await self._process.stop()
         if self._connection is not None:
             with contextlib.suppress(aiormq.exceptions.AMQPError, OSError):
                 channel = await self._connection.channel()

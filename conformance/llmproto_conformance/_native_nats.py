@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import sys
 import time
 from types import TracebackType
@@ -30,6 +29,8 @@ import nats.aio.msg
 import nats.errors
 import nats.js.api
 import nats.js.errors
+
+from llmproto_conformance._peer_process import PeerProcess
 
 __all__ = ("NatsNative",)
 
@@ -78,21 +79,17 @@ class NatsNative:
     def __init__(self, url: str, prefix: str) -> None:
         self.url = url
         self.prefix = prefix
-        self._process: subprocess.Popen[str] | None = None
+        self._process = PeerProcess(
+            "llmproto_conformance._native_nats",
+            url,
+            prefix,
+            ready=_READY,
+            what="the native NATS peer",
+        )
         self._nc: nats.aio.client.Client | None = None
 
     async def __aenter__(self) -> NatsNative:
-        self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [sys.executable, "-m", "llmproto_conformance._native_nats", self.url, self.prefix],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        stdout = self._process.stdout
-        if stdout is None:  # pragma: no cover - PIPE always gives one
-            raise RuntimeError("the native peer has no standard output")
-        line = await asyncio.wait_for(asyncio.to_thread(stdout.readline), 30)
-        if _READY not in line:
-            raise RuntimeError(f"the native NATS peer did not start: {line!r}")
+        await self._process.start()
         self._nc = await nats.connect(self.url)
         return self
 
@@ -102,11 +99,7 @@ class NatsNative:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            await asyncio.to_thread(self._process.wait, 10)
-            if self._process.stdout is not None:
-                self._process.stdout.close()
+        await self._process.stop()
         if self._nc is not None:
             with contextlib.suppress(nats.js.errors.NotFoundError, nats.errors.Error):
                 await self._nc.jetstream().delete_stream(self.prefix)
