@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
 
 from llmproto_ref import (
+    Consumer,
     Envelope,
     ErrorCode,
     ExchangeError,
     Job,
     Kind,
+    MemoryTransport,
     QueueOptions,
     Request,
     Service,
+    Subscription,
     decode,
     encode,
 )
@@ -499,3 +503,75 @@ async def test_invalid_envelopes_on_the_queue_are_dead_lettered_with_their_reaso
     assert "invalid envelope: INVALID_ENVELOPE" in reasons[1]
     assert "still works" == reply.data
     assert 2 == pair.service.stats.dead_lettered
+
+
+class _GeneratorIntake(MemoryTransport):
+    """A transport whose subscriptions and consumers iterate through async generators that
+    record whether their ``finally`` ran (the cleanup a wrapping binding puts there)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.generators: list[AsyncIterator[Any]] = []
+
+    async def _wrapped(self, what: str, inner: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        self.started.append(what)
+        try:
+            async for item in inner:
+                yield item
+        finally:
+            self.finished.append(what)
+
+    async def serve(self, type_pattern: str, *, group: str) -> Subscription:
+        return _Wrapped(self, "requests", await super().serve(type_pattern, group=group))
+
+    async def consume(self, queue: str, options: QueueOptions) -> Consumer:
+        return _Wrapped(self, "jobs", await super().consume(queue, options))
+
+
+class _Wrapped:
+    def __init__(self, owner: _GeneratorIntake, what: str, inner: Any) -> None:
+        self._owner, self._what, self._inner = owner, what, inner
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        generator = self._owner._wrapped(self._what, self._inner.__aiter__())  # noqa: SLF001
+        self._owner.generators.append(generator)  # kept alive: the GC must not close it
+        return generator
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+async def test_intake_generators_are_closed_when_the_service_stops() -> None:
+    """A subscription or consumer iterated by an async generator is closed by the service as
+    it stops, so the generator's cleanup runs then, not at garbage collection after the loop
+    has gone (where it surfaced as an unclosed-stream warning). The worker is busy as the
+    service stops, so its taker waits for a slot with the generator parked at ``yield``,
+    where cancelling the taker does not reach it."""
+    pair = RuntimePair()
+    transport = _GeneratorIntake(pair.broker_name)
+    service = Service(transport, name="svc-gen")
+    started, release = anyio.Event(), anyio.Event()
+
+    @service.worker(QUEUE, concurrency=1)
+    async def work(request: Request) -> Any:
+        started.set()
+        await release.wait()
+        return request.data
+
+    @service.handler("t.gen")
+    async def echo(request: Request) -> Any:
+        return request.data
+
+    async with pair, transport:
+        async with service:
+            with anyio.fail_after(WAIT):
+                assert "ok" == (await pair.client.request("t.gen", "ok")).data
+                handle = await pair.client.submit(QUEUE, "t.job", "done")
+                await started.wait()
+            assert [] == transport.finished
+            release.set()  # the job finishes within the grace period of the shutdown
+        assert ["jobs", "requests"] == sorted(transport.finished)
+        with anyio.fail_after(WAIT):
+            assert "done" == (await handle.result()).data

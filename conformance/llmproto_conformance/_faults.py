@@ -29,7 +29,7 @@ import functools
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -703,7 +703,7 @@ class _FaultyConsumer:
     def __aiter__(self) -> AsyncIterator[Job]:
         return self._jobs()
 
-    async def _taken(self) -> AsyncIterator[Job]:
+    async def _taken(self) -> AsyncGenerator[Job]:
         """The inner jobs; greedy-prefetch takes them in the background, free slot or not."""
         tg = self._owner._tg  # noqa: SLF001 - the consumer belongs to its transport
         if self.fault != "greedy-prefetch" or tg is None:
@@ -717,16 +717,17 @@ class _FaultyConsumer:
                 yield job
 
     async def _jobs(self) -> AsyncIterator[Job]:
-        async for job in self._taken():
-            wrapped = _FaultyJob(job, self)
-            if self.fault == "ack-before-handling":
-                await job.ack()
-                wrapped.settled = True
-            elif self.fault == "close-acks":
-                self.unsettled.add(wrapped)
-            yield wrapped
-            if self.fault == "duplicate-jobs":
-                yield _FaultyJob(job, self)
+        async with contextlib.aclosing(self._taken()) as taken:
+            async for job in taken:
+                wrapped = _FaultyJob(job, self)
+                if self.fault == "ack-before-handling":
+                    await job.ack()
+                    wrapped.settled = True
+                elif self.fault == "close-acks":
+                    self.unsettled.add(wrapped)
+                yield wrapped
+                if self.fault == "duplicate-jobs":
+                    yield _FaultyJob(job, self)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -737,9 +738,14 @@ class _FaultyConsumer:
 
 
 async def _pump(source: Consumer, send: MemoryObjectSendStream[Job]) -> None:
+    """Take every job at once; stops when the reader went away (its jobs stay unsettled and
+    go back to the queue when the consumer closes)."""
     async with send:
         async for job in source:
-            await send.send(job)
+            try:
+                await send.send(job)
+            except anyio.BrokenResourceError:
+                return
 
 
 class _FaultyJob:

@@ -54,6 +54,16 @@ __all__ = ("Registration", "Service", "ServiceStats")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("llmproto_ref.service")
+_FINISH_S = 5.0  #: how long an intake loop waits for an async generator's cleanup
+
+
+async def _finish(iterator: object) -> None:
+    """Close an intake's iterator when it is an async generator, so its ``finally`` blocks
+    (closing streams it opened, for instance) run now in this task rather than whenever the
+    garbage collector finds it, possibly after the event loop has gone."""
+    if inspect.isasyncgen(iterator):
+        with anyio.move_on_after(_FINISH_S, shield=True):
+            await iterator.aclose()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,17 +306,29 @@ class Service:
 
     async def _take_requests(self, requests: Subscription) -> None:
         on_request = self._serving.on_request
-        async for delivery in requests:
-            await self._pool.submit(functools.partial(on_request, delivery, now_us()))
+        deliveries = requests.__aiter__()
+        try:
+            async for delivery in deliveries:
+                await self._pool.submit(functools.partial(on_request, delivery, now_us()))
+        finally:
+            await _finish(deliveries)
 
     async def _take_cancels(self, cancels: Subscription) -> None:
-        async for delivery in cancels:
-            self._serving.on_cancel(delivery)
+        deliveries = cancels.__aiter__()
+        try:
+            async for delivery in deliveries:
+                self._serving.on_cancel(delivery)
+        finally:
+            await _finish(deliveries)
 
     async def _take_events(self, reg: Registration, events: Subscription) -> None:
         on_event = self._serving.on_event
-        async for delivery in events:
-            await self._pool.submit(functools.partial(on_event, reg, delivery))
+        deliveries = events.__aiter__()
+        try:
+            async for delivery in deliveries:
+                await self._pool.submit(functools.partial(on_event, reg, delivery))
+        finally:
+            await _finish(deliveries)
 
     async def _take_jobs(self, reg: Registration, consumer: Consumer) -> None:
         """One taker per handler slot: each waits for a job only while it holds a free slot
@@ -342,6 +364,9 @@ class Service:
 
                 await self._pool.submit(handle)
 
-        async with anyio.create_task_group() as takers:
-            for _ in range(readers):
-                takers.start_soon(taker)
+        try:
+            async with anyio.create_task_group() as takers:
+                for _ in range(readers):
+                    takers.start_soon(taker)
+        finally:
+            await _finish(iterator)
