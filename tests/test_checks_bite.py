@@ -89,6 +89,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "lossy-bytes": ("trn-opaque-bytes", "core-reject-invalid-utf8"),
     "raw-exceptions": ("trn-closed-unavailable",),
     "names-unchecked": ("trn-invalid-names",),
+    "single-waiter": ("trn-concurrent-readers",),
     "no-reply-address": ("trn-reply-address", "core-rejection-unreadable"),
     "inbox-reused": ("trn-inbox-unique",),
     "reorder": ("trn-order", "str-seq-order"),

@@ -2,12 +2,12 @@
 
 Theory of operation
 -------------------
-nats-py hands each message of a subscription to a callback, one at a time, from a task of its
-own. The callback here only appends the message to an unbounded :class:`asyncio.Queue` that
-the subscription's reader awaits; nothing is parsed or copied until the reader takes it, so the
-client's reading task never waits for the runtime. Closing the subscription unsubscribes and
-puts a sentinel that ends iteration (messages still queued behind it are dropped, as on any
-unsubscribe; the contract says so).
+nats-py's reading task puts each message of a subscription made without a callback in the
+subscription's pending queue; the subscription's reader awaits that queue directly, so a
+message reaches the runtime with one wake-up of the event loop (a callback would add a task
+of nats-py's in between). Nothing is parsed or copied until the reader takes it. Closing the
+subscription unsubscribes, drops and counts what is still queued [TRN-020], and puts a
+sentinel that ends iteration for every reader.
 
 Headers are decoded lazily: the runtime reads the body alone [NATS-012], so a delivery only
 pays for percent-decoding [NATS-016] when someone looks at its headers.
@@ -31,7 +31,7 @@ import nats.aio.subscription
 
 from llmproto_nats._errors import translated
 from llmproto_nats._mapping import HEADER_MSG_ID, decode_header_value
-from llmproto_ref import Delivery, Notice, TransportError
+from llmproto_ref import Delivery, ErrorCode, Notice, TransportError
 
 __all__: tuple[str, ...] = ()  # internal to the transport
 
@@ -101,34 +101,50 @@ def to_delivery(msg: nats.aio.msg.Msg) -> Delivery:
 
 
 class NatsSubscription:
-    """A core NATS subscription as a contract ``Subscription``."""
+    """A core NATS subscription as a contract ``Subscription``.
+
+    It reads the nats-py subscription's own pending queue, which the client's reading task
+    fills, instead of giving nats-py a callback: a callback runs in a task of nats-py's that
+    would hand each message on to this reader, one event-loop wake-up more per message on the
+    path of every request, reply and event. nats-py's own JetStream pull subscriptions read
+    that queue the same way; ``tests/test_nats_mapping.py`` fails if a nats-py release moves
+    it. The subscription's pending limits bound the queue; beyond them nats-py drops messages
+    and reports a slow consumer (counted in the transport's client errors).
+    """
 
     __slots__ = ("_closed", "_convert", "_queue", "_sub", "dropped")
 
     def __init__(self, convert: Callable[[nats.aio.msg.Msg], Delivery | None] = to_delivery):
-        self._queue: asyncio.Queue[nats.aio.msg.Msg | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[nats.aio.msg.Msg | None] | None = None
         self._convert = convert
         self._sub: nats.aio.subscription.Subscription | None = None
         self._closed = False
-        self.dropped = 0  #: messages the conversion refused (e.g. stray status messages)
+        #: messages not delivered: refused by the conversion (stray status messages) or
+        #: still queued when the subscription closed [TRN-020]
+        self.dropped = 0
 
     def attach(self, sub: nats.aio.subscription.Subscription) -> None:
-        """Bind the nats-py subscription created with :meth:`on_message` as its callback."""
+        """Bind the nats-py subscription (made without a callback) whose queue this reads."""
+        queue = pending_queue(sub)
         self._sub = sub
-
-    async def on_message(self, msg: nats.aio.msg.Msg) -> None:
-        """nats-py's callback: queue the message for the reader."""
-        self._queue.put_nowait(msg)
+        self._queue = queue
 
     def __aiter__(self) -> NatsSubscription:
         return self
 
     async def __anext__(self) -> Delivery:
+        queue = self._queue
+        if queue is None:
+            raise StopAsyncIteration
         while True:
-            msg = await self._queue.get()
+            msg = await queue.get()
             if msg is _CLOSED:
-                self._queue.put_nowait(_CLOSED)  # every later reader ends as well
+                _put_sentinel(queue)  # every later reader ends as well
                 raise StopAsyncIteration
+            queue.task_done()  # nats-py's drain waits for every queued message to be done
+            sub = self._sub
+            if sub is not None:
+                sub._pending_size -= len(msg.data)  # noqa: SLF001 - what nats-py does on a read
             delivery = self._convert(msg)
             if delivery is not None:
                 return delivery
@@ -136,20 +152,51 @@ class NatsSubscription:
 
     async def aclose(self) -> None:
         """Unsubscribe and end iteration; a connection already closed is not an error."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put_nowait(_CLOSED)
+        self.end()
         sub, self._sub = self._sub, None
         if sub is not None:
             # closing on a lost connection is still closed
             with contextlib.suppress(TransportError), translated("unsubscribing"):
                 await sub.unsubscribe()
+            self._discard_queued()  # what arrived before the server saw the UNSUB
 
     def end(self) -> None:
         """End iteration at once (the transport closed under it)."""
-        self._closed = True
-        self._queue.put_nowait(_CLOSED)
+        if not self._closed:
+            self._closed = True
+            self._discard_queued()
+
+    def _discard_queued(self) -> None:
+        """Drop and count what is queued unread, then leave the sentinel for the readers."""
+        queue = self._queue
+        if queue is None:
+            return
+        while not queue.empty():
+            if queue.get_nowait() is not _CLOSED:
+                self.dropped += 1
+                queue.task_done()
+        _put_sentinel(queue)
+
+
+def _put_sentinel(queue: asyncio.Queue[nats.aio.msg.Msg | None]) -> None:
+    """Queue the end-of-iteration sentinel, not counted as a message to be done (nats-py's
+    drain waits until every queued message is done)."""
+    queue.put_nowait(_CLOSED)
+    queue.task_done()
+
+
+def pending_queue(
+    sub: nats.aio.subscription.Subscription,
+) -> asyncio.Queue[nats.aio.msg.Msg | None]:
+    """The queue nats-py puts a callback-less subscription's messages in."""
+    queue = getattr(sub, "_pending_queue", None)
+    if not isinstance(queue, asyncio.Queue):
+        raise TransportError(
+            ErrorCode.INTERNAL,
+            "NATS: this nats-py has no Subscription._pending_queue; the adapter supports "
+            "nats-py 2.x releases that have it",
+        )
+    return queue
 
 
 class InboxTokens:

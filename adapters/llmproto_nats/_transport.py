@@ -77,6 +77,9 @@ _log = logging.getLogger("llmproto_nats")
 DEFAULT_SERVER_MAX_PAYLOAD = 1_048_576
 #: Bytes of each message kept for the binding's headers [NATS-020].
 HEADER_ALLOWANCE = 1_024
+#: What one subscription may hold unread before nats-py drops messages as a slow consumer.
+PENDING_MESSAGES = 1_000_000
+PENDING_BYTES = 1 << 30
 #: URL query options: name -> default (milliseconds unless the name says otherwise).
 OPTIONS = {
     "connect_timeout_ms": 2_000,
@@ -120,6 +123,7 @@ class NatsTransport:
         self.disconnects = 0  #: times the connection was lost
         self.reconnects = 0  #: times it came back
         self.client_errors: list[str] = []  #: the latest asynchronous errors nats-py reported
+        self._dropped_before = 0  #: dropped by subscriptions of an earlier connection
 
     @classmethod
     def from_url(cls, url: str) -> NatsTransport:
@@ -176,6 +180,13 @@ class NatsTransport:
         hosts = ",".join(urlsplit(s).hostname or "" for s in self._servers)
         port = urlsplit(self._servers[0]).port
         return f"nats://{hosts}:{port}" if port else f"nats://{hosts}"
+
+    @property
+    def dropped(self) -> int:
+        """Messages received and never delivered: stray status messages, and what was still
+        queued when its subscription closed [TRN-020]. nats-py's slow-consumer drops are in
+        :attr:`client_errors`."""
+        return self._dropped_before + sum(sub.dropped for sub in self._subscriptions)
 
     @property
     def dedup_window_s(self) -> float:
@@ -270,16 +281,27 @@ class NatsTransport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        nc, self._nc = self._nc, None
-        for sub in list(self._subscriptions):
-            sub.end()
+        subscriptions = list(self._subscriptions)
+        for sub in subscriptions:
+            sub.end()  # their readers end at once
         for consumer in list(self._consumers):
             consumer.end()
-        self._subscriptions.clear()
         self._consumers.clear()
+        nc, self._nc = self._nc, None
+        try:
+            await self._close_connection(nc, subscriptions)
+        finally:
+            self._dropped_before = self.dropped
+            self._subscriptions.clear()
+
+    async def _close_connection(
+        self, nc: nats.aio.client.Client | None, subscriptions: list[NatsSubscription]
+    ) -> None:
         if nc is None or nc.is_closed:
             return
         try:
+            for sub in subscriptions:  # unsubscribed, so the drain does not wait for them
+                await sub.aclose()
             with translated("draining the connection"):
                 await nc.drain()
         except (TransportError, asyncio.CancelledError):
@@ -327,9 +349,8 @@ class NatsTransport:
                 await nc.subscribe(
                     subject,
                     queue=queue,
-                    cb=sub.on_message,
-                    pending_msgs_limit=1_000_000,
-                    pending_bytes_limit=1 << 30,
+                    pending_msgs_limit=PENDING_MESSAGES,
+                    pending_bytes_limit=PENDING_BYTES,
                 )
             )
             # The server must know the subscription before anyone publishes to it: a

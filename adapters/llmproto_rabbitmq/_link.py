@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, cast
 
@@ -34,7 +35,15 @@ from llmproto_rabbitmq._errors import translated, unavailable
 from llmproto_rabbitmq._mapping import EXCHANGES, AmqpMessage
 from llmproto_ref import ErrorCode, TransportError
 
-__all__ = ("Channel", "Link", "Restorable", "delivery_tag", "properties_of", "redelivered")
+__all__ = (
+    "Channel",
+    "Link",
+    "Restorable",
+    "delivery_tag",
+    "properties_of",
+    "redelivered",
+    "wake",
+)
 
 _log = logging.getLogger("llmproto_rabbitmq")
 
@@ -353,3 +362,14 @@ def delivery_tag(message: object) -> int:
 def redelivered(message: object) -> bool:
     """Whether the broker marked a delivered message as delivered before."""
     return getattr(getattr(message, "delivery", None), "redelivered", False) is True
+
+
+def wake(waiters: deque[asyncio.Future[None]], *, everyone: bool = False) -> None:
+    """Wake the longest waiting reader of a subscription or consumer (every one of them when
+    it ends); readers remove their own future when they stop waiting otherwise."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            if not everyone:
+                return

@@ -48,7 +48,7 @@ from llmproto_rabbitmq._declare import (
 )
 from llmproto_rabbitmq._errors import translated
 from llmproto_rabbitmq._job import AmqpJob
-from llmproto_rabbitmq._link import Channel, Link, delivery_tag, redelivered
+from llmproto_rabbitmq._link import Channel, Link, delivery_tag, redelivered, wake
 from llmproto_rabbitmq._mapping import (
     dead_letter_message,
     dead_letter_queue,
@@ -141,13 +141,7 @@ class AmqpConsumer:
                     self._waiters.remove(waiter)
 
     def _wake(self, *, everyone: bool = False) -> None:
-        """Wake the longest waiting reader (every reader when the consumer ends)."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if not everyone:
-                    return
+        wake(self._waiters, everyone=everyone)
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if self._closed:

@@ -5,7 +5,8 @@ Theory of operation
 A :class:`AmqpSubscription` declares its queue (shared and auto-deleted for a group,
 exclusive for one subscriber or an inbox), binds it, and consumes it on a channel of its own.
 aiormq runs the consumer callback as a task per message, in arrival order; the callback only
-appends the message to a buffer and wakes the reader. Requests, cancels and events are
+appends the message to a buffer and wakes the longest-waiting reader (several tasks may read
+one subscription at once [TRN-027]). Requests, cancels and events are
 consumed with manual acknowledgement and a prefetch, and acknowledged once handed out: the
 prefetch bounds what waits in the buffer, and what an instance had not taken when it died goes
 to another member. One ``multiple`` acknowledgement covers the messages handed out while more
@@ -34,7 +35,7 @@ from aiormq.exceptions import ChannelLockedResource, ChannelNotFoundEntity
 
 from llmproto_rabbitmq._declare import RPC_TIMEOUT_S
 from llmproto_rabbitmq._errors import translated, unavailable
-from llmproto_rabbitmq._link import Channel, Link, delivery_tag
+from llmproto_rabbitmq._link import Channel, Link, delivery_tag, wake
 from llmproto_rabbitmq._stats import Counters
 from llmproto_ref import Delivery, TransportError, pattern_matches
 
@@ -85,7 +86,7 @@ class AmqpSubscription:
         self._queue = queue
         self._counters = counters
         self._items: deque[DeliveredMessage] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()  #: readers waiting, oldest first
         self._channel: Channel | None = None
         self._unacked = 0  #: the delivery tag of the latest message handed out
         self._acked = 0  #: the delivery tag acknowledged so far (``multiple``)
@@ -136,11 +137,16 @@ class AmqpSubscription:
                 raise self._error
             if self._closed:
                 raise StopAsyncIteration
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                self._waiter = None
+            except BaseException:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif self._items:
+                    self._wake()  # woken as it was cancelled: the next reader takes it
+                raise
 
     async def _ack_taken(self) -> None:
         """Acknowledge every message handed out so far, in one frame (``multiple``)."""
@@ -153,10 +159,8 @@ class AmqpSubscription:
         except Exception as exc:  # noqa: BLE001 - closed meanwhile: delivered again
             _log.debug("acking on a closed channel of %s: %r", self._queue.name, exc)
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _wake(self, *, everyone: bool = False) -> None:
+        wake(self._waiters, everyone=everyone)
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if self._closed:
@@ -205,7 +209,7 @@ class AmqpSubscription:
         self._owners.discard(self)
         self._counters.dropped_on_close += len(self._items)
         self._items.clear()
-        self._wake()
+        self._wake(everyone=True)
         for task in self._tasks:
             task.cancel()
         channel, self._channel = self._channel, None
@@ -216,7 +220,7 @@ class AmqpSubscription:
         if not self._closed:
             self._error = error
             self._link.unregister(self)
-            self._wake()
+            self._wake(everyone=True)
 
     async def restore(self) -> None:
         """Consume again on a fresh channel (after a reconnect, a closed channel, a cancel)."""

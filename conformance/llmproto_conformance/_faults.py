@@ -29,6 +29,7 @@ import functools
 import itertools
 import math
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from types import TracebackType
@@ -111,6 +112,7 @@ FAULTS: dict[str, str] = {
     "lossy-bytes": "bodies are decoded as UTF-8 with replacement, changing invalid bytes",
     "raw-exceptions": "the broker client's own exceptions reach the caller",
     "names-unchecked": "malformed names and patterns are taken (and go nowhere)",
+    "single-waiter": "of the tasks awaiting one subscription, only the latest is ever woken",
     "no-reply-address": "deliveries of requests lose the native reply address",
     "inbox-reused": "every inbox of one connection has the same address",
     "reorder": "every other event and reply is sent 30 ms late, overtaken by the next",
@@ -143,7 +145,7 @@ _LEAKED = 3  #: chunks leak-late-chunks sends after CANCELLED
 #: serve-groups-broadcast: a group name of its own for every member, in the whole process
 _MEMBERS = itertools.count()
 #: Faults that need the wrapper's task group.
-_BACKGROUND = frozenset({"reorder", "enqueue-unconfirmed", "greedy-prefetch"})
+_BACKGROUND = frozenset({"reorder", "enqueue-unconfirmed", "greedy-prefetch", "single-waiter"})
 
 T = TypeVar("T")
 Members = dict[str, Any]
@@ -405,6 +407,8 @@ class FaultyTransport:
         await self._op(send(), lambda: None)
 
     def _subscription(self, inner: Subscription, route: _Route) -> Subscription:
+        if self.fault == "single-waiter" and self._tg is not None:
+            return _SingleWaiter(inner, self._tg)
         return _FilteredSubscription(inner, route)
 
     # -- request-response ------------------------------------------------------------------
@@ -659,6 +663,48 @@ class _FilteredSubscription:
         async for delivery in self._inner:
             for out in await self._route(delivery):
                 yield out
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _SingleWaiter:
+    """single-waiter: deliveries are buffered by a task, and each one wakes the task that
+    began waiting last (the others wait on, unwoken): a binding keeping one waiter slot."""
+
+    def __init__(self, inner: Subscription, tg: TaskGroup) -> None:
+        self._inner = inner
+        self._items: deque[Delivery] = deque()
+        self._waiter: anyio.Event | None = None
+        self._ended = False
+        tg.start_soon(self._pump)
+
+    async def _pump(self) -> None:
+        try:
+            async for delivery in self._inner:
+                self._items.append(delivery)
+                self._wake()
+        finally:
+            self._ended = True
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.set()
+
+    def __aiter__(self) -> _SingleWaiter:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        while not self._items:
+            if self._ended:
+                raise StopAsyncIteration
+            waiter = self._waiter = anyio.Event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
+        return self._items.popleft()
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -42,9 +42,9 @@ import heapq
 import itertools
 import math
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -123,6 +123,12 @@ class _Idle:
 class TaskPool:
     """At most ``limit`` jobs at once, on reused tasks.
 
+    A job holds one of the ``limit`` slots from the moment it is handed to a task until it
+    ends; readers (:mod:`llmproto_ref._readers`) take a slot with :meth:`acquire_slot` for
+    each delivery they run themselves, so the limit bounds both kinds together. A freed slot
+    goes to the oldest waiter: a submitted job (run by the task that freed the slot, or handed
+    to an idle one) or a reader.
+
     :param limit: most jobs running at once.
     """
 
@@ -130,14 +136,15 @@ class TaskPool:
         if limit < 1:
             raise ValueError("limit must be positive")
         self.limit = limit
-        self.active = 0  #: jobs handed over and not finished
+        self.active = 0  #: jobs handed over (or waiting for a slot) and not finished
+        self.busy = 0  #: slots held: jobs handed to a task and readers' runs
         self.failures = 0  #: jobs that raised (a bug: the service's jobs catch what they expect)
         self._workers = 0
         self._idle: list[_Idle] = []  #: idle tasks, the most recently busy last
-        self._waiting: deque[tuple[Job, anyio.Event]] = deque()  #: jobs no task took yet
+        #: what waits for a slot, oldest first: a job, or ``None`` for a reader
+        self._waiting: deque[tuple[Job | None, anyio.Event]] = deque()
         self._closed = False
-        self._drained = anyio.Event()
-        self._drained.set()
+        self._drained: anyio.Event | None = None  #: made by wait_drained, set when active is 0
         self._tg: TaskGroup | None = None
 
     async def __aenter__(self) -> TaskPool:
@@ -158,21 +165,20 @@ class TaskPool:
         if self._tg is not None:
             await self._tg.__aexit__(exc_type, exc, tb)
 
+    def start_task(self, function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``function`` in a task of the pool's task group (a reader's task)."""
+        if self._tg is None:
+            raise RuntimeError("the pool is not running")
+        self._tg.start_soon(function)
+
     async def submit(self, job: Job) -> None:
         """Run ``job`` on an idle task, a new one, or the next to become free."""
         if self._tg is None or self._closed:
             raise RuntimeError("the pool is not running")
-        self.active += 1
-        if self._drained.is_set():
-            self._drained = anyio.Event()
-        if self._idle:
-            idle = self._idle.pop()
-            idle.job = job
-            idle.wake.set()
-            return
-        if self._workers < self.limit:
-            self._workers += 1
-            self._tg.start_soon(self._work, job)
+        self._began()
+        if self.busy < self.limit:
+            self.busy += 1
+            self._hand(job)
             return
         taken = anyio.Event()
         entry = (job, taken)
@@ -180,21 +186,85 @@ class TaskPool:
         try:
             await taken.wait()
         except BaseException:
-            if not taken.is_set():  # no task took it: withdraw it
+            if not taken.is_set():  # no slot came: withdraw it
                 self._waiting.remove(entry)
                 self._done()
             raise
 
+    def take_slot(self) -> bool:
+        """A slot for a reader about to run what it read, if one is free now."""
+        if self.busy < self.limit:
+            self.busy += 1
+            self._began()
+            return True
+        return False
+
+    async def acquire_slot(self) -> None:
+        """A slot for a reader about to run what it read; waits while all are held."""
+        if self.take_slot():
+            return
+        self._began()
+        taken = anyio.Event()
+        entry = (None, taken)
+        self._waiting.append(entry)
+        try:
+            await taken.wait()
+        except BaseException:
+            if taken.is_set():
+                self.release_slot()  # given as the reader was cancelled
+            else:
+                self._waiting.remove(entry)
+                self._done()
+            raise
+
+    def release_slot(self) -> None:
+        """The reader's run ended: its slot goes to the oldest waiter, or is free."""
+        self._done()
+        job = self._slot_freed()
+        if job is not None:
+            self._hand(job)
+
     async def wait_drained(self, timeout: float = math.inf) -> bool:
         """Wait until no job runs, at most ``timeout`` seconds; ``True`` if drained."""
+        if self.active == 0:
+            return True
+        drained = self._drained
+        if drained is None:
+            drained = self._drained = anyio.Event()
         with anyio.move_on_after(timeout):
-            await self._drained.wait()
-        return self._drained.is_set()
+            await drained.wait()
+        return drained.is_set()
+
+    def _began(self) -> None:
+        self.active += 1
 
     def _done(self) -> None:
         self.active -= 1
-        if self.active == 0:
+        if self.active == 0 and self._drained is not None:
             self._drained.set()
+            self._drained = None
+
+    def _hand(self, job: Job) -> None:
+        """Give ``job``, which holds a slot, to an idle task or a new one."""
+        if self._idle:
+            idle = self._idle.pop()
+            idle.job = job
+            idle.wake.set()
+            return
+        if self._tg is None:
+            raise RuntimeError("the pool is not running")
+        self._workers += 1
+        self._tg.start_soon(self._work, job)
+
+    def _slot_freed(self) -> Job | None:
+        """A slot is free: the oldest waiter gets it; a job that got it is returned, for the
+        caller to run or hand over. ``None``: the slot went to a reader, or is free."""
+        if self._waiting:
+            job, taken = self._waiting.popleft()
+            taken.set()
+            return job
+        self.busy -= 1
+        return None
 
     async def _work(self, first: Job) -> None:
         shared = JobScope()
@@ -203,15 +273,20 @@ class TaskPool:
         try:
             while job is not None:
                 with shared.scope as scope:
-                    job = await self._run_jobs(job, shared, scope)
-                if job is not None:  # the scope was cancelled: a fresh one for the next job
-                    shared.scope = anyio.CancelScope()
+                    cancelled, job = await self._run_jobs(job, shared, scope)
+                if not cancelled:
+                    return
+                shared.scope = anyio.CancelScope()  # the scope was cancelled: a fresh one
+                if job is None:
                     job = await self._next_job()
         finally:
             self._workers -= 1
 
-    async def _run_jobs(self, job: Job, shared: JobScope, scope: anyio.CancelScope) -> Job | None:
-        """Run jobs in ``scope`` until one cancelled it (returned) or the pool closed (``None``)."""
+    async def _run_jobs(
+        self, job: Job, shared: JobScope, scope: anyio.CancelScope
+    ) -> tuple[bool, Job | None]:
+        """Run jobs in ``scope`` until one cancelled it (``True`` and the job to run next, if
+        one has its slot already) or the pool closed (``False, None``)."""
         next_job: Job | None = job
         while next_job is not None:
             shared.job_started()
@@ -222,17 +297,15 @@ class TaskPool:
             finally:
                 shared.job_ended()
                 self._done()
+            next_job = self._slot_freed()
             if scope.cancel_called:
-                return next_job
-            next_job = await self._next_job()
-        return None
+                return True, next_job
+            if next_job is None:
+                next_job = await self._next_job()
+        return False, None
 
     async def _next_job(self) -> Job | None:
-        """The oldest waiting job, else the next one handed over; ``None`` once closed."""
-        if self._waiting:
-            job, taken = self._waiting.popleft()
-            taken.set()
-            return job
+        """The next job handed over to this idle task; ``None`` once closed."""
         if self._closed:
             return None
         idle = _Idle()
@@ -242,8 +315,10 @@ class TaskPool:
         except BaseException:
             if idle in self._idle:
                 self._idle.remove(idle)
-            elif idle.job is not None:
-                self._done()  # handed over as this task was cancelled: it never runs
+            elif idle.job is not None:  # handed over as this task was cancelled: never runs
+                self._done()
+                if (job := self._slot_freed()) is not None:
+                    self._hand(job)
             raise
         return idle.job
 

@@ -23,7 +23,7 @@ import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -38,10 +38,12 @@ from llmproto_ref._limits import DEFAULT_LIMITS, Limits
 from llmproto_ref._metrics import Metrics
 from llmproto_ref._policy import SecurityPolicy
 from llmproto_ref._pool import TaskPool
+from llmproto_ref._readers import Readers
 from llmproto_ref._serving import Running, Serving
 from llmproto_ref._signing import Signer
 from llmproto_ref._transport import (
     Consumer,
+    Delivery,
     QueueOptions,
     Subscription,
     Transport,
@@ -90,6 +92,9 @@ class ServiceStats:
     dead_lettered: int = 0  #: jobs this service moved to the dead-letter queue
     handler_errors: int = 0  #: handler exceptions that were not ExchangeError
     intake_failures: int = 0  #: subscriptions or consumers that ended with an error
+    #: requests and events taken as the service stopped, while every handler slot was held,
+    #: and so never started
+    unstarted: int = 0
 
 
 class Service:
@@ -139,6 +144,7 @@ class Service:
         self.rejections: deque[tuple[str, str, str]] = deque(maxlen=256)
         self.idempotency = idempotency or IdempotencyStore()
         self._pool = TaskPool(max_concurrency)
+        self._readers: list[Readers] = []
         self._handlers: dict[str, Registration] = {}
         self._events: list[Registration] = []
         self._workers: list[Registration] = []
@@ -249,12 +255,13 @@ class Service:
             requests = await self.transport.serve(reg.pattern, group=self.name)
             cancels = await self.transport.serve_cancels(reg.pattern)
             self._closing += [requests, cancels]
-            self._intake.start_soon(self._guarded, self._take_requests, requests)
+            self._read(requests, self._serving.on_request, self._take_requests)
             self._intake.start_soon(self._guarded, self._take_cancels, cancels)
         for reg in self._events:
             events = await self.transport.subscribe_events(reg.pattern, group=reg.group)
             self._closing.append(events)
-            self._intake.start_soon(self._guarded, self._take_events, reg, events)
+            run = functools.partial(self._serving.on_event, reg)
+            self._read(events, run, functools.partial(self._take_events, reg))
         for reg in self._workers:
             consumer = await self.transport.consume(reg.pattern, reg.options)
             self._intake.start_soon(self._guarded, self._take_jobs, reg, consumer)
@@ -272,6 +279,9 @@ class Service:
         if self._intake is None or self._work is None:
             return
         self._intake.cancel_scope.cancel()  # stop taking new work first
+        for readers in self._readers:
+            readers.stop()
+        self._readers.clear()
         await self._intake.__aexit__(None, None, None)
         with anyio.CancelScope(shield=True):
             await self._pool.wait_drained(self.grace)
@@ -295,18 +305,40 @@ class Service:
 
     # -- intake loops ----------------------------------------------------------------
 
+    def _read(
+        self,
+        subscription: Subscription,
+        run: Callable[[Delivery, int], Awaitable[None]],
+        intake: Callable[[AsyncIterator[Delivery]], Awaitable[None]],
+    ) -> None:
+        """Read ``subscription`` with :class:`Readers` that run each delivery themselves, or,
+        when its iterator is an async generator (which one task at a time may await), with
+        one ``intake`` task handing deliveries to the pool."""
+        deliveries = subscription.__aiter__()
+        if inspect.isasyncgen(deliveries) and self._intake is not None:
+            self._intake.start_soon(self._guarded, intake, deliveries)
+            return
+        readers = Readers(self._pool, deliveries, run, self._intake_failed, self._unstarted)
+        self._readers.append(readers)
+        readers.start()
+
     async def _guarded(self, intake: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run one intake loop; a failing subscription ends only itself, not the service."""
         try:
             await intake(*args)
         except Exception as exc:  # noqa: BLE001 - a broken binding must not stop the others
-            self.stats.intake_failures += 1
-            _log.warning("%s: an intake loop ended with %s: %s", self.name,
-                         type(exc).__name__, exc)  # fmt: skip
+            self._intake_failed(exc)
 
-    async def _take_requests(self, requests: Subscription) -> None:
+    def _unstarted(self) -> None:
+        self.stats.unstarted += 1
+
+    def _intake_failed(self, exc: Exception) -> None:
+        self.stats.intake_failures += 1
+        _log.warning("%s: an intake loop ended with %s: %s", self.name,
+                     type(exc).__name__, exc)  # fmt: skip
+
+    async def _take_requests(self, deliveries: AsyncIterator[Delivery]) -> None:
         on_request = self._serving.on_request
-        deliveries = requests.__aiter__()
         try:
             async for delivery in deliveries:
                 await self._pool.submit(functools.partial(on_request, delivery, now_us()))
@@ -321,9 +353,8 @@ class Service:
         finally:
             await _finish(deliveries)
 
-    async def _take_events(self, reg: Registration, events: Subscription) -> None:
+    async def _take_events(self, reg: Registration, deliveries: AsyncIterator[Delivery]) -> None:
         on_event = self._serving.on_event
-        deliveries = events.__aiter__()
         try:
             async for delivery in deliveries:
                 await self._pool.submit(functools.partial(on_event, reg, delivery))

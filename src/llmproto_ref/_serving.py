@@ -592,8 +592,9 @@ class Serving:
 
     # -- events ----------------------------------------------------------------------
 
-    async def on_event(self, reg: Registration, delivery: Delivery) -> None:
-        """Handle one event; failures are counted, never fatal [EVT-005]."""
+    async def on_event(self, reg: Registration, delivery: Delivery, _received_us: int = 0) -> None:
+        """Handle one event; failures are counted, never fatal [EVT-005]. (Readers pass the
+        time the delivery was taken, which events do not use.)"""
         svc = self.service
         verified: Verified | None = None
         try:

@@ -26,6 +26,7 @@ import llmproto_ref
 from llmproto_nats import NatsTransport, mirrored_headers
 from llmproto_nats._errors import error_code
 from llmproto_nats._jetstream import stream_name
+from llmproto_nats._subscription import pending_queue
 from llmproto_ref import (
     Client,
     Envelope,
@@ -479,6 +480,69 @@ async def test_close_drains_what_was_published(nats_url: str, run_id: str) -> No
                 await t.publish_event(f"{run_id}.e", b"%d" % n)
         got = [await sub.next_msg(timeout=WAIT) for _ in range(200)]
     assert [b"%d" % n for n in range(200)] == [m.data for m in got]
+
+
+async def test_subscriptions_read_the_queue_nats_py_fills(nats_url: str, run_id: str) -> None:
+    """The transport's subscriptions are made without a callback and read nats-py's pending
+    queue; a nats-py release without it is refused by name, not misread."""
+    async with open_transport(nats_url) as t:
+        assert isinstance(t, NatsTransport)
+        events = await t.subscribe_events(f"{run_id}.>")
+        inner = events._sub  # type: ignore[attr-defined]  # noqa: SLF001
+        assert inner is not None
+        assert inner._cb is None  # noqa: SLF001
+        assert pending_queue(inner) is events._queue  # type: ignore[attr-defined]  # noqa: SLF001
+        await t.publish_event(f"{run_id}.a", b"1")
+        with anyio.fail_after(WAIT):
+            assert b"1" == (await events.__aiter__().__anext__()).body
+        assert 0 == inner._pending_size  # noqa: SLF001 - nats-py's slow-consumer accounting
+        inner._pending_queue = None  # noqa: SLF001 - as if a release had moved it
+        with pytest.raises(TransportError, match="_pending_queue"):
+            pending_queue(inner)
+
+
+async def test_concurrent_readers_share_a_subscription_and_all_end_on_close(
+    nats_url: str, run_id: str
+) -> None:
+    """Several tasks may read one subscription: each message reaches one of them, and
+    closing ends every reader, including those waiting."""
+    got: list[list[bytes]] = [[], [], []]
+    async with open_transport(nats_url) as t:
+        events = await t.subscribe_events(f"{run_id}.>")
+
+        async def reader(mine: list[bytes]) -> None:
+            async for delivery in events:
+                mine.append(delivery.body)
+                await anyio.sleep(0)
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                for mine in got:
+                    tg.start_soon(reader, mine)
+                for n in range(60):
+                    await t.publish_event(f"{run_id}.a", b"%d" % n)
+                while sum(map(len, got)) < 60:
+                    await anyio.sleep(0.01)
+                await events.aclose()
+    assert sorted(b"%d" % n for n in range(60)) == sorted(b for mine in got for b in mine)
+    assert all(got)
+
+
+async def test_close_counts_what_was_never_read_and_does_not_wait_for_it(
+    nats_url: str, run_id: str
+) -> None:
+    """Deliveries still queued when the transport closes are dropped and counted [TRN-020];
+    the drain does not wait its timeout for a reader that will never come."""
+    t = NatsTransport.from_url(f"{nats_url}?drain_timeout_ms=8000")
+    async with t:
+        await t.subscribe_events(f"{run_id}.>")
+        for n in range(25):
+            await t.publish_event(f"{run_id}.a", b"%d" % n)
+        await t.connection().flush()
+        await anyio.sleep(0.1)  # the messages come back to this connection's subscription
+        started = time.monotonic()
+    assert time.monotonic() - started < 4.0
+    assert 25 == t.dropped
 
 
 async def test_a_request_without_a_reply_address_is_sent_without_one(
