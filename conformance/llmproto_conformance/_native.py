@@ -42,7 +42,7 @@ __all__ = ("NativeRun", "native_supported", "run_native")
 SAMPLE = {"text": "The quick brown fox jumps over the lazy dog. " * 4, "n": [1, 2, 3]}
 SEQUENTIAL = 300  #: round trips one at a time, per round
 PER_CALLER = 20  #: round trips of each of the N callers, per round
-EVENTS = 2000  #: events per round
+EVENTS = 10_000  #: events per round (the most the testee emits for one request)
 JOBS = 300  #: jobs per round
 
 

@@ -609,7 +609,8 @@ class Serving:
         if event.kind is not Kind.EVENT:
             svc.stats.dropped += 1
             return
-        svc.metrics.sent(Pattern.EVENT, event.type)
+        figures = svc.metrics.figures(Pattern.EVENT, event.type)
+        figures.sent += 1
         due = event.deadline
         deadline = Deadline.from_timestamp(due) if due is not None else None
         if deadline is not None and deadline.expired(now_ms()):
@@ -632,7 +633,7 @@ class Serving:
             return
         finally:
             leave_request(token)
-        svc.metrics.succeeded(Pattern.EVENT, event.type)
+        figures.succeeded += 1
 
     # -- work-queue jobs -------------------------------------------------------------
 
