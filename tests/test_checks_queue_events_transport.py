@@ -21,12 +21,12 @@ import pytest
 
 import llmproto_conformance._testee as testee_module
 from llmproto_conformance._catalogue import catalogue
-from llmproto_conformance._checks_transport import Background
 from llmproto_conformance._model import Check, CheckFailed, Level, Outcome, Profile
 from llmproto_conformance._report import Report
 from llmproto_conformance._requirements import build, requirement_text
 from llmproto_conformance._runner import RunPlan, run_suite
 from llmproto_conformance._testee import Testee
+from llmproto_conformance._transport_kit import Background
 from llmproto_ref import (
     Consumer,
     Delivery,
@@ -49,8 +49,9 @@ pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = frozenset(
     f"llmproto_conformance._checks_{area}"
-    for area in ("queue", "events", "transport", "performance")
-)
+    for area in ("queue", "events", "transport", "transport_names", "transport_queue",
+                 "transport_limits", "transport_readers", "performance")
+)  # fmt: skip
 #: The figures each performance check must report, besides its raw counterparts.
 FIGURES = {
     "perf-request-response": ("rr_1_p50_ms", "rr_1_p99_ms", "rr_1_p50_ms_raw", "rr_1_p50_ratio",

@@ -22,9 +22,9 @@ import orjson
 
 from llmproto_conformance._catalogue import check
 from llmproto_conformance._checks_core import deadline_in
-from llmproto_conformance._checks_transport import QUIET_S, Background, Tap
 from llmproto_conformance._context import CheckContext
 from llmproto_conformance._model import CheckFailed, Level, Profile
+from llmproto_conformance._transport_kit import QUIET_S, Background, Tap
 from llmproto_ref import Delivery, Envelope, EnvelopeError, Kind, decode, encode, new_id
 
 __all__ = ()

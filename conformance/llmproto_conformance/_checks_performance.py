@@ -30,7 +30,6 @@ import anyio
 
 from llmproto_conformance._catalogue import check
 from llmproto_conformance._checks_core import deadline_in
-from llmproto_conformance._checks_transport import Background, Tap
 from llmproto_conformance._context import (
     SUITE_SOURCE,
     TESTEE_QUEUE,
@@ -38,6 +37,7 @@ from llmproto_conformance._context import (
     CheckContext,
 )
 from llmproto_conformance._model import CheckFailed, Level, Profile
+from llmproto_conformance._transport_kit import Background, Tap
 from llmproto_ref import (
     Client,
     Delivery,

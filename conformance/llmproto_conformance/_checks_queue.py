@@ -25,9 +25,9 @@ import anyio
 
 from llmproto_conformance._catalogue import check
 from llmproto_conformance._checks_core import deadline_in
-from llmproto_conformance._checks_transport import QUIET_S, Background, Tap
 from llmproto_conformance._context import TESTEE_QUEUE, TESTEE_TYPES, CheckContext, error_of
 from llmproto_conformance._model import CheckFailed, Level, Profile
+from llmproto_conformance._transport_kit import QUIET_S, Background, Tap
 from llmproto_ref import (
     Delivery,
     Envelope,

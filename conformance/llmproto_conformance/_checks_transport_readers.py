@@ -18,9 +18,9 @@ from typing import Any
 import anyio
 
 from llmproto_conformance._catalogue import check
-from llmproto_conformance._checks_transport import WAIT_S, _prefix, _transports
 from llmproto_conformance._context import CheckContext
 from llmproto_conformance._model import CheckFailed, Level, Profile, Unsupported
+from llmproto_conformance._transport_kit import WAIT_S, fresh_transports, name_prefix
 from llmproto_ref import Job, LlmpError, QueueOptions
 
 __all__: tuple[str, ...] = ()
@@ -39,10 +39,10 @@ READERS = 3  #: tasks awaiting one source at once
 )
 async def check_concurrent_readers(ctx: CheckContext) -> None:
     """Events, requests and jobs, each read by three tasks at once."""
-    p = _prefix(ctx)
+    p = name_prefix(ctx)
     queue = ctx.unique("q")
     tried = 0
-    async with _transports(ctx, 2) as (sender, receiver):
+    async with fresh_transports(ctx, 2) as (sender, receiver):
         sources: list[tuple[str, Any, Callable[[int], Awaitable[None]]]] = [
             (
                 "an event subscription",
