@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from llmproto_ref import Event, Request, encode
+import llmproto_ref._readers as readers_module
+from llmproto_ref import Event, Kind, Request, encode
 from llmproto_ref._readers import WAITING
 from runtime_pair import WAIT, RuntimePair, eventually
 
@@ -155,3 +157,76 @@ async def test_what_waits_for_a_slot_as_the_service_stops_is_counted_not_run() -
                 release.set()
     assert ["first"] == ran
     assert 1 == pair.service.stats.unstarted
+
+
+async def test_while_every_slot_is_held_deliveries_stay_with_the_binding() -> None:
+    """Back-pressure: with every slot held, readers take at most a delivery each and start no
+    more tasks; the rest waits in the subscription until a slot frees."""
+    pair = RuntimePair(max_concurrency=2)
+    release = anyio.Event()
+    ran = 0
+
+    @pair.service.on_event("t.evt")
+    async def on(event: Event) -> None:
+        nonlocal ran
+        ran += 1
+        await release.wait()
+
+    async with pair:
+        for n in range(200):
+            await pair.client.publish("t.evt", n)
+        await eventually(lambda: ran == 2)
+        await anyio.sleep(0.1)
+        readers = pair.service._readers[0]  # noqa: SLF001
+        assert 2 == ran
+        assert readers.tasks <= 2 + WAITING + 1
+        assert len(pair.service._pool._waiting) <= WAITING + 1  # noqa: SLF001
+        release.set()
+        await eventually(lambda: ran == 200)
+        assert readers.tasks <= 2 + WAITING + 1
+
+
+@pytest.mark.parametrize("checkpoints", [0, 1, 2, 3, 5])
+async def test_stopping_never_misses_a_reader_between_deliveries(
+    checkpoints: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader pausing between deliveries (every YIELD_EVERY of them) as the service stops
+    does not go back to the subscription: the service stops without waiting for a message."""
+    monkeypatch.setattr(readers_module, "YIELD_EVERY", 1)
+    for events in (1, 2, 3, 7):
+        pair = RuntimePair(serve=False, grace=0.2)
+
+        @pair.service.on_event("t.evt")
+        async def on(event: Event) -> None:
+            return None
+
+        async with pair:
+            with anyio.fail_after(WAIT):
+                async with pair.service:
+                    for n in range(events):
+                        await pair.client.publish("t.evt", n)
+                    for _ in range(checkpoints):
+                        await anyio.lowlevel.checkpoint()
+
+
+async def test_a_request_taken_as_the_service_stops_is_answered() -> None:
+    """A request whose delivery is in hand when the readers stop runs to its end in a fresh
+    scope, and is answered with its response (not cancelled as if its deadline passed)."""
+    pair = RuntimePair(serve=False, grace=2.0)
+    calls: list[str] = []
+
+    @pair.service.handler("t.op")
+    async def op(request: Request) -> Any:
+        calls.append("started")
+        await anyio.sleep(0)
+        calls.append("finished")
+        return "done"
+
+    async with pair:
+        async with pair.service:
+            await anyio.sleep(0.05)
+            request = await pair.raw.request("t.op")
+            await pair.raw.send_request("t.op", encode(request))
+        reply = await pair.raw.next_reply()
+    assert (Kind.RESPONSE, "done") == (reply.kind, reply.data)
+    assert ["started", "finished"] == calls
