@@ -180,16 +180,7 @@ class TaskPool:
             self.busy += 1
             self._hand(job)
             return
-        taken = anyio.Event()
-        entry = (job, taken)
-        self._waiting.append(entry)
-        try:
-            await taken.wait()
-        except BaseException:
-            if not taken.is_set():  # no slot came: withdraw it
-                self._waiting.remove(entry)
-                self._done()
-            raise
+        await self._wait_for_slot(job)  # the task that frees a slot runs the job
 
     def take_slot(self) -> bool:
         """A slot for a reader about to run what it read, if one is free now."""
@@ -204,18 +195,22 @@ class TaskPool:
         if self.take_slot():
             return
         self._began()
+        await self._wait_for_slot(None)
+
+    async def _wait_for_slot(self, job: Job | None) -> None:
+        """Queue for the next free slot: for ``job``, or (``None``) for the calling reader."""
         taken = anyio.Event()
-        entry = (None, taken)
+        entry = (job, taken)
         self._waiting.append(entry)
         try:
             await taken.wait()
         except BaseException:
-            if taken.is_set():
-                self.release_slot()  # given as the reader was cancelled
-            else:
+            if not taken.is_set():  # no slot came: withdraw
                 self._waiting.remove(entry)
                 self._done()
-            raise
+            elif job is None:
+                self.release_slot()  # given to the reader as it was cancelled
+            raise  # (a job given its slot runs on the task that freed it)
 
     def release_slot(self) -> None:
         """The reader's run ended: its slot goes to the oldest waiter, or is free."""
